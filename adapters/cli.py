@@ -1,0 +1,66 @@
+"""The ``adapters`` command line. Heavy libraries (torch, transformers) are imported inside the
+commands that need them, so ``adapters --help`` and the store commands start fast."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from adapters.errors import AdaptersError
+
+app = typer.Typer(
+    name="adapters",
+    help="Train, store and serve LoRA and prefix adapters on one quantized, frozen base model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    from adapters import cli_train, cli_store
+
+    cli_train.register(app)
+    cli_store.register(app)
+
+
+def fail(error: Exception) -> int:
+    """Print a user-facing error with its hint to stderr and return its exit code."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    message = getattr(error, "message", str(error))
+    console.print(f"[bold red]error:[/] {message}", markup=True)
+    hint = getattr(error, "hint", None)
+    if hint:
+        console.print(f"[yellow]hint:[/] {hint}", markup=True)
+    return getattr(error, "exit_code", 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from store.errors import StoreError
+
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except (AdaptersError, StoreError) as error:
+        return fail(error)
+    except typer.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # click's --help and usage errors
+        return int(exc.code or 0)
+    except Exception as error:  # click.UsageError and friends carry their own exit code
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            return error.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

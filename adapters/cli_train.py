@@ -1,0 +1,145 @@
+"""Training-side commands of the ``adapters`` CLI: train, eval, predict, models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from adapters.errors import UsageError
+
+console = Console(highlight=False)
+
+SET_HELP = "Override a config key, e.g. --set training.epochs=2 (repeatable)."
+
+
+def _latest_unfinished_run(name: str) -> Path | None:
+    from adapters.paths import runs_dir
+    from adapters.runlog import read_events
+
+    candidates = sorted(runs_dir().glob(f"*-{name}-*"), reverse=True)
+    for run in candidates:
+        events = read_events(run / "events.jsonl")
+        if (run / "checkpoint").is_dir() and not any(e["event"] == "end" and e.get("status") == "finished"
+                                                     for e in events):
+            return run
+    return None
+
+
+def print_metrics(result_metrics: dict, title: str) -> None:
+    from adapters.metrics import metrics_table
+
+    for split in ("dev", "test"):
+        if result_metrics.get(split):
+            console.print(metrics_table(result_metrics[split], title=f"{title} — {split}"))
+
+
+def train(
+    config: Path = typer.Argument(..., help="A YAML training config, e.g. configs/rt-minilm-lora.yaml."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the PEFT directory here."),
+    name: Optional[str] = typer.Option(None, "--name", help="Adapter name (default: `name` in the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the last interrupted run of this config."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (event log, checkpoints)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train a LoRA or prefix adapter from a YAML config."""
+    from adapters.api import _as_config, train as run_training
+
+    overrides = list(set_) + ([f"name={name}"] if name else [])
+    cfg = _as_config(config, overrides)
+    if resume and run_dir is None:
+        run_dir = _latest_unfinished_run(cfg.name)
+        if run_dir is None:
+            raise UsageError(f"no interrupted run of '{cfg.name}' to resume",
+                             "start it without --resume, or pass --run-dir of the run")
+    if output is not None and output.exists() and any(output.iterdir()) \
+            and not (output / "adapter_config.json").is_file():
+        raise UsageError(f"--output {output} exists and is not an adapter directory",
+                         "choose a new or empty directory")
+    result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or json_out))
+    if json_out:
+        print(json.dumps({"name": result.name, "run_id": result.run_id, "output": str(result.output_dir),
+                          "ref": result.ref, "metrics": result.metrics}, default=str))
+        return
+    print_metrics(result.metrics, cfg.name)
+    console.print(f"adapter: [bold]{result.output_dir}[/]" + (f"  ref: [bold]{result.ref}[/]" if result.ref else ""))
+    console.print(f"run log: {result.run_dir / 'events.jsonl'}")
+
+
+def evaluate_cmd(
+    adapter: str = typer.Argument(..., help="An adapter directory or store ref."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset to score on (default: the training data)."),
+    split: str = typer.Option("test", "--split", help="train, dev, test, or all."),
+    set_: list[str] = typer.Option([], "--set", help="Override data keys, e.g. --set data.text_column=review."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+) -> None:
+    """Score a trained adapter on any dataset."""
+    from adapters.scoring import score_adapter
+
+    if split not in ("train", "dev", "test", "all"):
+        raise UsageError(f"unknown split '{split}'", "use train, dev, test or all")
+    metrics = score_adapter(adapter, data=data, split=split, overrides=list(set_), base=base)
+    if json_out:
+        print(json.dumps(metrics, default=str))
+        return
+    from adapters.metrics import metrics_table
+
+    console.print(metrics_table(metrics, title=f"{adapter} on {data or 'its training data'} ({split})"))
+
+
+def predict(
+    adapter: str = typer.Argument(..., help="An adapter directory or store ref."),
+    inputs: list[str] = typer.Argument(..., help="Texts to classify, prompts to answer, or sentences to tag."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="For generation adapters."),
+    json_out: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+) -> None:
+    """Run an adapter on a few inputs."""
+    from adapters.api import load
+
+    loaded = load(base, adapter)
+    kwargs = {"max_new_tokens": max_new_tokens} if loaded.task == "causal-lm" else {}
+    outputs = loaded.predict(list(inputs), **kwargs)
+    if json_out:
+        print(json.dumps(outputs, default=str))
+        return
+    for text, out in zip(inputs, outputs):
+        if loaded.task == "classification":
+            console.print(f"[bold]{out['label']}[/] ({out['probabilities'][out['label']]:.3f})  {text}")
+        elif loaded.task == "causal-lm":
+            console.print(f"[bold]> {text}[/]\n{out}")
+        else:
+            console.print(" ".join(w if t == "O" else f"[bold]{w}[/]/{t}" for w, t in out))
+
+
+def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List built-in offline bases and what is converted in the cache."""
+    from rich.table import Table
+
+    from adapters.bases import cache_dir, list_builtins
+
+    rows = list_builtins()
+    if json_out:
+        print(json.dumps({"builtins": rows, "cache": str(cache_dir())}))
+        return
+    table = Table(title="built-in bases (any HF id, local directory or .gguf file also works)")
+    for col in ("name", "kind", "installed", "converted", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["kind"], "yes" if r["installed"] else "no",
+                      r["converted"] or ("-" if not (r["source"] or "").endswith(".gguf") else "on first use"),
+                      r["description"])
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate_cmd)
+    app.command("predict")(predict)
+    app.command("models")(models)

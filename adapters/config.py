@@ -1,0 +1,232 @@
+"""Training configs: YAML files validated by pydantic.
+
+Unknown keys fail with a "did you mean", ``--set a.b=value`` overrides any field, and the fully
+resolved config (every default filled in) is saved next to the trained adapter.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adapters.errors import ConfigError
+
+TaskKind = Literal["classification", "causal-lm", "token-classification"]
+MethodKind = Literal["lora", "prefix"]
+QuantKind = Literal["4bit", "8bit", "none"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    # None: the per-architecture default (see adapters.methods); "all-linear": every linear layer.
+    target_modules: list[str] | Literal["all-linear"] | None = None
+
+
+class PrefixConfig(Strict):
+    num_virtual_tokens: int = Field(20, ge=1)
+    # Reparameterize the prefix through an MLP while training (Li & Liang); the stored adapter is
+    # the same plain key/value tensor either way.
+    projection: bool = False
+    projection_hidden_size: int = Field(256, ge=1)
+
+
+class SplitConfig(Strict):
+    """How to cut train/dev/test when the data does not come split."""
+
+    dev: float = Field(0.1, gt=0.0, lt=1.0)
+    test: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = 42
+
+
+class DataConfig(Strict):
+    # A CSV/JSONL/Parquet file, a saved `datasets` directory, an HF dataset name, or a built-in
+    # sample set ("builtin:rotten-tomatoes", "builtin:chatterbot").
+    source: str
+    subset: str | None = None
+    # Column mapping: the names in *your* data for each role the task needs.
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    tokens_column: str = "tokens"
+    tags_column: str = "tags"
+    # Restrict or order the label set; None discovers labels from the data (sorted).
+    labels: list[str] | None = None
+    split: SplitConfig = SplitConfig()
+    max_length: int = Field(128, ge=8)
+    oversample: bool = False
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+
+class EarlyStoppingConfig(Strict):
+    metric: str = "f1_macro"
+    patience: int = Field(2, ge=1)
+    mode: Literal["max", "min"] = "max"
+
+
+class TrainingConfig(Strict):
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    # "epoch" or a number of optimizer steps between evaluations.
+    eval_every: Literal["epoch"] | int = "epoch"
+    early_stopping: EarlyStoppingConfig | None = None
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    # Batches of similar length: far less padding on real text.
+    group_by_length: bool = True
+    log_every: int = Field(10, ge=1)
+
+
+class TrainConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    base: str
+    task: TaskKind = "classification"
+    method: MethodKind = "lora"
+    quant: QuantKind = "4bit"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lora: LoraConfig = LoraConfig()
+    prefix: PrefixConfig = PrefixConfig()
+    data: DataConfig
+    training: TrainingConfig = TrainingConfig()
+    # A stored adapter (ref) or an adapter directory to continue training from.
+    init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _method_fits_options(self) -> TrainConfig:
+        if self.method == "prefix" and self.training.gradient_checkpointing:
+            raise ValueError(
+                "prefix tuning does not work with gradient checkpointing "
+                "(set training.gradient_checkpointing: false, or use method: lora)"
+            )
+        return self
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """Walk a pydantic error location down to the model that holds its last key."""
+    current: Any = model
+    for key in loc[:-1]:
+        if isinstance(key, int):
+            continue
+        field = current.model_fields.get(key) if isinstance(current, type) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return current
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    lines = []
+    hint = None
+    for e in error.errors():
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _submodel(TrainConfig, loc)
+            names = _field_names(parent) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+            msg = f"unknown key '{where}'"
+            if close:
+                msg += f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)"
+            lines.append(msg)
+            hint = hint or ("allowed keys here: " + ", ".join(names) if names else None)
+        elif e["type"] == "missing":
+            lines.append(f"missing required key '{where}'")
+        else:
+            lines.append(f"'{where}': {e['msg']}")
+    return ConfigError(f"invalid config {source}: " + "; ".join(lines),
+                       hint or "see configs/ for complete examples")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE", "example: --set training.epochs=2")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {item!r} has an empty key", "example: --set lora.r=16")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section",
+                                  "override a leaf key such as training.epochs")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "pass a YAML file, e.g. configs/rt-minilm-lora.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+                          "check indentation and quoting") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty", "see configs/ for complete examples")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys, not {type(raw).__name__}",
+                          "see configs/ for complete examples")
+    return raw
+
+
+def validate(raw: dict, source: str = "") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source or "(mapping)") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                raw: dict | None = None) -> TrainConfig:
+    """Read a YAML config (or take a mapping), apply ``--set`` overrides and validate it."""
+    data = dict(raw or {}) if path is None else read_yaml(path)
+    data = apply_overrides(data, overrides or [])
+    return validate(data, str(path) if path else "")
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

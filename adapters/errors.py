@@ -1,0 +1,46 @@
+"""Errors users see: each says what went wrong and what to do next.
+
+Every error is an ``AdaptersError`` with a ``hint``; subclasses also subclass the matching builtin
+(``ValueError``, ``FileNotFoundError`` ...) so library users can catch what they already know.
+The CLI prints ``message`` and ``hint`` and exits with ``exit_code`` (2 for bad input).
+"""
+
+from __future__ import annotations
+
+
+class AdaptersError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class UsageError(AdaptersError):
+    """Bad input from the user: a config, a path, a name, an option. Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError, ValueError):
+    """A config file or override that does not validate."""
+
+
+class DataError(UsageError, ValueError):
+    """A dataset that is missing, empty, or does not have what the task needs."""
+
+
+class BaseModelError(UsageError, LookupError):
+    """A base model that cannot be found or loaded."""
+
+
+class DeviceError(UsageError, RuntimeError):
+    """A device or quantization that this machine cannot provide."""
+
+
+class MethodError(UsageError, ValueError):
+    """An adapter method that cannot work with the chosen options."""

@@ -1,0 +1,134 @@
+"""Load a trained adapter onto its base and predict: the engine behind ``adapters.load``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from adapters.bases import resolve_base, weights_fingerprint
+from adapters.errors import UsageError
+from adapters.modeling import load_base_model, load_tokenizer
+from adapters.quant import plan_device
+
+TASK_FROM_PEFT = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm", "TOKEN_CLS": "token-classification"}
+
+
+class BaseMismatchError(UsageError):
+    """The adapter was trained on other base weights than the ones being loaded."""
+
+
+def read_adapter_metadata(adapter_dir: Path) -> dict:
+    """What we know of an adapter directory: our lineage when present, else what peft recorded."""
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)",
+                         "pass a directory written by `adapters train --output`, a PEFT directory, or a store ref")
+    peft_config = json.loads(config_path.read_text())
+    meta_path = adapter_dir / "adapter_manager.json"
+    lineage = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    labels = (lineage.get("task") or {}).get("labels")
+    label_map = adapter_dir / "label_map.json"
+    if labels is None and label_map.is_file():
+        id2label = json.loads(label_map.read_text())["id2label"]
+        labels = [id2label[str(i)] for i in range(len(id2label))]
+    task = (lineage.get("task") or {}).get("kind") or TASK_FROM_PEFT.get(peft_config.get("task_type"), "causal-lm")
+    base = (lineage.get("base") or {}).get("id") or peft_config.get("base_model_name_or_path")
+    return {"task": task, "labels": labels, "base": base, "quant": lineage.get("quant"),
+            "fingerprint": (lineage.get("base") or {}).get("fingerprint"), "peft": peft_config, "lineage": lineage}
+
+
+@dataclass
+class Loaded:
+    """A base with one adapter, ready to predict. ``model`` is a plain ``peft.PeftModel``."""
+
+    model: object
+    tokenizer: object
+    task: str
+    labels: list[str] | None
+    adapter_dir: Path
+
+    def __iter__(self):  # model, tokenizer = adapters.load(...)
+        return iter((self.model, self.tokenizer))
+
+    @torch.no_grad()
+    def classify(self, texts: list[str] | str, text_pairs: list[str] | None = None) -> list[dict]:
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        batch = self.tokenizer(texts, text_pairs, truncation=True, padding=True, return_tensors="pt")
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)
+        out = [{"label": self.labels[int(p.argmax())] if self.labels else int(p.argmax()),
+                "probabilities": {(self.labels[i] if self.labels else str(i)): round(float(v), 6)
+                                  for i, v in enumerate(p)}} for p in probs]
+        return out
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str] | str, max_new_tokens: int = 64, **kwargs) -> list[str]:
+        from adapters.data import format_prompt
+
+        single = isinstance(prompts, str)
+        prompts = [prompts] if single else list(prompts)
+        self.tokenizer.padding_side = "left"
+        texts = [format_prompt(self.tokenizer, p) for p in prompts]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        kwargs.setdefault("do_sample", False)
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                  **kwargs)
+        return [self.tokenizer.decode(row[batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                for row in out]
+
+    @torch.no_grad()
+    def tag(self, sentences: list[list[str]]) -> list[list[tuple[str, str]]]:
+        batch = self.tokenizer(sentences, is_split_into_words=True, truncation=True, padding=True, return_tensors="pt")
+        logits = self.model(**{k: v.to(self.model.device) for k, v in batch.items()}).logits
+        result = []
+        for row, words in enumerate(sentences):
+            seen, tags = set(), []
+            for pos, word_id in enumerate(batch.word_ids(row)):
+                if word_id is None or word_id in seen:
+                    continue
+                seen.add(word_id)
+                tags.append((words[word_id], self.labels[int(logits[row, pos].argmax())]))
+            result.append(tags)
+        return result
+
+    def predict(self, inputs, **kwargs):
+        """classify, generate or tag, whichever the adapter's task is."""
+        if self.task == "classification":
+            return self.classify(inputs, **kwargs)
+        if self.task == "causal-lm":
+            return self.generate(inputs, **kwargs)
+        sentences = [s.split() if isinstance(s, str) else s for s in ([inputs] if isinstance(inputs, str) else inputs)]
+        return self.tag(sentences)
+
+
+def load(base: str | None, adapter: str | Path, quant: str | None = None, device: str = "auto",
+         check_base: bool = True) -> Loaded:
+    """Load ``adapter`` (a directory) onto ``base`` (None: the base it was trained on)."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter)
+    meta = read_adapter_metadata(adapter_dir)
+    base_name = base or meta["base"]
+    if not base_name:
+        raise UsageError(f"{adapter_dir} does not record its base model", "pass the base explicitly")
+    resolved = resolve_base(base_name)
+    if check_base and meta["fingerprint"]:
+        actual = weights_fingerprint(resolved.path)
+        if actual and actual != meta["fingerprint"]:
+            raise BaseMismatchError(
+                f"adapter {adapter_dir} was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), "
+                f"but '{base_name}' has other weights ({actual[:19]}…)",
+                f"load it on its own base: adapters.load('{meta['base']}', ...)")
+    plan = plan_device(device)
+    tokenizer = load_tokenizer(resolved, meta["task"])
+    model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, meta["labels"],
+                               pad_token_id=tokenizer.pad_token_id)
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    peft_model.eval()
+    return Loaded(peft_model, tokenizer, meta["task"], meta["labels"], adapter_dir)

@@ -1,0 +1,52 @@
+"""Adapter methods: a training config -> a peft config attached to the frozen base."""
+
+from __future__ import annotations
+
+from adapters.config import TrainConfig
+from adapters.errors import MethodError
+
+PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "token-classification": "TOKEN_CLS"}
+
+
+def default_lora_targets(model_type: str) -> list[str] | str:
+    """peft's per-architecture defaults (query/value projections); every linear layer otherwise."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
+
+    return list(MAPPING.get(model_type, [])) or "all-linear"
+
+
+def peft_config(cfg: TrainConfig, model_config, heads: list[str]):
+    from peft import LoraConfig, PrefixTuningConfig
+
+    task_type = PEFT_TASK_TYPE[cfg.task]
+    if cfg.method == "lora":
+        targets = cfg.lora.target_modules or default_lora_targets(model_config.model_type)
+        return LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                          lora_dropout=cfg.lora.dropout, target_modules=targets,
+                          modules_to_save=heads or None)
+    if cfg.method == "prefix":
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=cfg.prefix.num_virtual_tokens,
+                                  prefix_projection=cfg.prefix.projection,
+                                  encoder_hidden_size=cfg.prefix.projection_hidden_size,
+                                  modules_to_save=heads or None)
+    raise MethodError(f"unknown method '{cfg.method}'", "use lora or prefix")
+
+
+def attach(model, cfg: TrainConfig, heads: list[str]):
+    """Prepare a (possibly quantized) base for training and wrap it with the adapter."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "prefix" and cfg.training.gradient_checkpointing:
+        raise MethodError("prefix tuning does not work with gradient checkpointing",
+                          "set training.gradient_checkpointing: false, or use method: lora")
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+    elif cfg.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    try:
+        return get_peft_model(model, peft_config(cfg, model.config, heads))
+    except ValueError as exc:
+        raise MethodError(f"cannot attach {cfg.method} to this base: {exc}",
+                          "check lora.target_modules against the base's module names, or use all-linear") from None

@@ -1,0 +1,119 @@
+"""Load a (quantized, frozen) base model and its tokenizer for a task."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+
+import torch
+
+from adapters.bases import ResolvedBase
+from adapters.errors import BaseModelError, MethodError
+from adapters.quant import DevicePlan, quantization_config
+
+ENCODER_ONLY = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "albert",
+                "mpnet", "modernbert", "camembert"}
+
+
+def auto_class(task: str):
+    import transformers
+
+    return {
+        "classification": transformers.AutoModelForSequenceClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "token-classification": transformers.AutoModelForTokenClassification,
+    }[task]
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers prints a load report for every fresh head; expected here, so keep it quiet."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+
+
+def load_config(base: ResolvedBase):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(base.path, revision=base.revision)
+    except (OSError, ValueError) as exc:
+        raise BaseModelError(
+            f"cannot load base model '{base.id}': {str(exc).splitlines()[0]}",
+            "use a built-in base (`adapters models`), a local model directory, a .gguf file, "
+            "or an HF id while the hub is reachable",
+        ) from None
+
+
+def check_task_fits(config, task: str) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+    if task == "causal-lm" and config.model_type in ENCODER_ONLY:
+        raise MethodError(f"causal-lm needs a decoder base; '{config.model_type}' is an encoder",
+                          "use task: classification or token-classification, or a decoder base like smollm2-135m")
+    if task == "token-classification" and config.model_type not in MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES:
+        raise MethodError(f"'{config.model_type}' has no token-classification head in transformers",
+                          "use an encoder base like minilm-l6")
+
+
+def head_modules(task: str, config) -> list[str]:
+    """Names of the task head modules (``classifier``, ``score`` ...), derived from the model class:
+    the top-level children that are not the shared transformer body."""
+    if task == "causal-lm":
+        return []
+    with torch.device("meta"), quiet_loading():
+        model = auto_class(task).from_config(config)
+    body = model.base_model_prefix
+    return [name for name, module in model.named_children()
+            if name != body and any(True for _ in module.parameters())]
+
+
+def load_tokenizer(base: ResolvedBase, task: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base.path, revision=base.revision)
+    except (OSError, ValueError) as exc:
+        raise BaseModelError(f"cannot load the tokenizer of '{base.id}': {str(exc).splitlines()[0]}",
+                             "the base directory needs tokenizer files next to config.json") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_base_model(base: ResolvedBase, task: str, quant: str, plan: DevicePlan,
+                    label_names: list[str] | None = None, config=None, pad_token_id: int | None = None):
+    """The frozen base with a fresh (unquantized) task head; quantized as asked."""
+    config = config or load_config(base)
+    check_task_fits(config, task)
+    kwargs = {}
+    if label_names:
+        kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                  "label2id": {name: i for i, name in enumerate(label_names)}}
+    heads = head_modules(task, config)
+    qconfig = quantization_config(quant, plan, heads)
+    dtype = plan.compute_dtype if qconfig is not None else (torch.float32 if plan.device == "cpu" else plan.compute_dtype)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        with quiet_loading():
+            model = auto_class(task).from_pretrained(
+                base.path, revision=base.revision, quantization_config=qconfig, dtype=dtype,
+                device_map={"": plan.device}, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BaseModelError(f"cannot load base model '{base.id}': {str(exc).splitlines()[0]}",
+                             "check the base path or id; built-in bases: see `adapters models`") from None
+    if getattr(model.config, "pad_token_id", None) is None and pad_token_id is not None:
+        # Decoder classifiers find each row's last real token through pad_token_id.
+        model.config.pad_token_id = pad_token_id
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, heads

@@ -1,0 +1,371 @@
+"""One readable training loop on accelerate, for every method and task.
+
+``accelerate launch -m adapters.cli train ...`` runs the same loop on several GPUs. Each run
+writes a JSONL event log (start, step, eval, checkpoint, end) that the TUI and other tools tail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from adapters import data as D
+from adapters.bases import resolve_base, weights_fingerprint
+from adapters.config import TrainConfig, to_yaml
+from adapters.errors import ConfigError, UsageError
+from adapters.evaluate import evaluate
+from adapters.metrics import METRIC_DIRECTIONS
+from adapters.methods import attach
+from adapters.modeling import load_base_model, load_config, load_tokenizer, check_task_fits
+from adapters.quant import plan_device
+from adapters.runlog import RunLog, library_versions
+
+METADATA_FILE = "adapter_manager.json"
+
+
+@dataclass
+class TrainResult:
+    name: str
+    run_id: str
+    output_dir: Path
+    run_dir: Path
+    metrics: dict = field(default_factory=dict)  # {"dev": {...}, "test": {...}}
+    ref: str | None = None  # the store ref, once stored
+    lineage: dict = field(default_factory=dict)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and normalization weights."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lowered = name.lower()
+        (no_decay if lowered.endswith("bias") or "norm" in lowered else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().cpu() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def check_metric(cfg: TrainConfig) -> None:
+    stopping = cfg.training.early_stopping
+    if stopping is None:
+        return
+    allowed = {"classification": ["accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss"],
+               "causal-lm": ["loss", "perplexity"],
+               "token-classification": ["f1", "precision", "recall", "loss"]}[cfg.task]
+    if stopping.metric not in allowed:
+        raise ConfigError(f"training.early_stopping.metric '{stopping.metric}' is not reported for task {cfg.task}",
+                          "choose one of: " + ", ".join(allowed))
+    expected = METRIC_DIRECTIONS.get(stopping.metric)
+    if expected and expected != stopping.mode:
+        raise ConfigError(f"training.early_stopping.mode is '{stopping.mode}' but {stopping.metric} is better when "
+                          f"{'higher' if expected == 'max' else 'lower'}", f"set training.early_stopping.mode: {expected}")
+
+
+class Trainer:
+    """Holds one run's state so the loop below reads top to bottom."""
+
+    def __init__(self, cfg: TrainConfig, output_dir: Path, run_dir: Path, resume: bool = False,
+                 progress: bool = True, init_from: str | None = None):
+        self.cfg, self.output_dir, self.run_dir = cfg, Path(output_dir), Path(run_dir)
+        self.resume, self.show_progress, self.init_from = resume, progress, init_from or cfg.init_from
+        check_metric(cfg)
+
+    # ---- setup -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg = self.cfg
+        from accelerate import Accelerator
+
+        self.plan = plan_device(cfg.device)
+        set_seed(cfg.training.seed)
+        self.base = resolve_base(cfg.base)
+        model_config = load_config(self.base)
+        check_task_fits(model_config, cfg.task)
+        self.splits = D.load_splits(cfg.data, cfg.task)
+        self.tokenizer = load_tokenizer(self.base, cfg.task)
+        self.tokenized = D.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
+        for split in ("train", "dev"):
+            if len(self.tokenized[split]) == 0:
+                raise UsageError(f"the {split} split is empty after tokenization",
+                                 "raise data.max_length or check the data")
+        self.collator = D.Collator(self.tokenizer, cfg.task)
+        model, heads = load_base_model(self.base, cfg.task, cfg.quant, self.plan, self.splits.label_names,
+                                       config=model_config, pad_token_id=self.tokenizer.pad_token_id)
+        self.model = self._with_adapter(model, heads)
+        self.accelerator = Accelerator(
+            cpu=self.plan.device == "cpu",
+            gradient_accumulation_steps=cfg.training.gradient_accumulation,
+            mixed_precision="bf16" if self.plan.device == "cuda" and self.plan.compute_dtype == torch.bfloat16 else "no",
+        )
+        t = cfg.training
+        self.steps_per_epoch = math.ceil(len(self.tokenized["train"]) / t.batch_size / t.gradient_accumulation)
+        self.total_steps = t.max_steps or max(1, math.ceil(self.steps_per_epoch * t.epochs))
+        optimizer = torch.optim.AdamW(_param_groups(self.model, t.weight_decay), lr=t.learning_rate)
+        from transformers import get_linear_schedule_with_warmup
+
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * self.total_steps), self.total_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+
+    def _with_adapter(self, model, heads):
+        if not self.init_from:
+            return attach(model, self.cfg, heads)
+        from peft import PeftModel
+
+        source = Path(self.init_from)
+        if not (source / "adapter_config.json").is_file():
+            raise UsageError(f"init_from: {self.init_from} is not an adapter directory",
+                             "pass a directory with adapter_config.json, or a store ref")
+        return PeftModel.from_pretrained(model, str(source), is_trainable=True)
+
+    # ---- checkpoints for --resume --------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoint"
+
+    def save_checkpoint(self, state: dict) -> None:
+        staging = self.run_dir / "checkpoint.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        torch.save({"trainable": _trainable_state(unwrapped), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "best_state": state.pop("best_state", None),
+                    "torch_rng": torch.get_rng_state()}, staging / "state.pt")
+        (staging / "trainer.json").write_text(json.dumps(state))
+        old = self.run_dir / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.checkpoint_dir.exists():
+            os.replace(self.checkpoint_dir, old)
+        os.replace(staging, self.checkpoint_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.checkpoint_dir
+        if not (path / "trainer.json").is_file():
+            return None
+        saved = torch.load(path / "state.pt", weights_only=True)
+        _load_trainable_state(self.accelerator.unwrap_model(self.model), saved["trainable"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = json.loads((path / "trainer.json").read_text())
+        state["best_state"] = saved["best_state"]
+        return state
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[list[int]]:
+        t = self.cfg.training
+        lengths = self.tokenized["train"]["length"]
+        if t.group_by_length:
+            return D.length_grouped_batches(lengths, t.batch_size, t.seed, epoch)
+        order = list(range(len(lengths)))
+        random.Random(t.seed + epoch).shuffle(order)
+        return [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+
+    def _evaluate(self, split: str) -> dict:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        result = evaluate(unwrapped, self.tokenized[split], self.collator, self.cfg.task, self.splits.label_names,
+                          self.cfg.training.eval_batch_size, self.accelerator.device)
+        self.model.train()
+        return result
+
+    def run(self) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog(self.run_dir / "events.jsonl")
+        run_id = self.run_dir.name
+        try:
+            self.prepare()
+            result = self._loop(log, run_id)
+        except BaseException as exc:
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            log.write("end", status=status, error=getattr(exc, "message", str(exc)))
+            raise
+        log.write("end", status="finished", metrics=result.metrics, output=str(result.output_dir))
+        return result
+
+    def _loop(self, log: RunLog, run_id: str) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.training
+        stopping = t.early_stopping
+        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None,
+                 "bad_evals": 0, "history": [], "best_state": None}
+        if self.resume:
+            saved = self.load_checkpoint()
+            if saved:
+                state = saved
+        log.write("start", run_id=run_id, name=cfg.name, total_steps=self.total_steps,
+                  steps_per_epoch=self.steps_per_epoch, resumed_from=state["step"] if self.resume else None,
+                  sizes=self.splits.sizes, class_balance=self.splits.class_balance,
+                  labels=self.splits.label_names, config=cfg.model_dump(mode="json"), device=self.plan.device)
+        from adapters.progress import TrainProgress
+
+        progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state["step"])
+        model, train = self.model, self.tokenized["train"]
+        columns = [c for c in train.column_names if c != "length"]
+        model.train()
+        stop = False
+        tokens_since, time_since = 0, time.perf_counter()
+        loss_sum, loss_count = 0.0, 0
+        with progress:
+            while not stop and state["step"] < self.total_steps:
+                batches = self._batches(state["epoch"])
+                for b, idx in enumerate(batches):
+                    if b < state["batch_in_epoch"]:
+                        continue  # resuming mid-epoch: the order is seeded, so skip what was done
+                    rows = train.select(idx).select_columns(columns)
+                    batch = self.collator([rows[i] for i in range(len(rows))])
+                    batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                    with self.accelerator.accumulate(model):
+                        loss = model(**batch).loss
+                        self.accelerator.backward(loss)
+                        if self.accelerator.sync_gradients and t.max_grad_norm:
+                            self.accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                        self.optimizer.step()
+                        self.scheduler.step()
+                        self.optimizer.zero_grad()
+                    tokens_since += int(batch["attention_mask"].sum())
+                    loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+                    state["batch_in_epoch"] = b + 1
+                    if not self.accelerator.sync_gradients:
+                        continue
+                    state["step"] += 1
+                    step = state["step"]
+                    if step % t.log_every == 0 or step == self.total_steps:
+                        elapsed = time.perf_counter() - time_since
+                        mean_loss = loss_sum / max(loss_count, 1)
+                        log.write("step", step=step, epoch=round(state["epoch"] + (b + 1) / len(batches), 3),
+                                  loss=round(mean_loss, 5), lr=self.scheduler.get_last_lr()[0],
+                                  tokens_per_s=round(tokens_since / max(elapsed, 1e-9), 1))
+                        progress.update(step, loss=mean_loss, tokens_per_s=tokens_since / max(elapsed, 1e-9))
+                        tokens_since, time_since, loss_sum, loss_count = 0, time.perf_counter(), 0.0, 0
+                    else:
+                        progress.update(step)
+                    end_of_epoch = b + 1 == len(batches)
+                    due = (t.eval_every == "epoch" and end_of_epoch) or \
+                          (isinstance(t.eval_every, int) and step % t.eval_every == 0) or step == self.total_steps
+                    if due:
+                        stop = self._after_eval(log, state, stopping, end_of_epoch)
+                    if stop or step >= self.total_steps:
+                        break
+                else:
+                    state["epoch"] += 1
+                    state["batch_in_epoch"] = 0
+        return self._finish(log, run_id, state)
+
+    def _after_eval(self, log: RunLog, state: dict, stopping, end_of_epoch: bool) -> bool:
+        """Evaluate on dev, keep the best adapter weights, checkpoint, and say whether to stop."""
+        metrics = self._evaluate("dev")
+        metric = stopping.metric if stopping else ("f1_macro" if self.cfg.task == "classification"
+                                                   else "f1" if self.cfg.task == "token-classification" else "loss")
+        mode = stopping.mode if stopping else METRIC_DIRECTIONS.get(metric, "max")
+        value = metrics.get(metric)
+        improved = state["best"] is None or (value is not None and (value > state["best"] if mode == "max" else value < state["best"]))
+        if improved:
+            state.update(best=value, best_step=state["step"], bad_evals=0,
+                         best_state=_trainable_state(self.accelerator.unwrap_model(self.model)))
+        else:
+            state["bad_evals"] += 1
+        state["history"].append({"step": state["step"], metric: value})
+        log.write("eval", split="dev", step=state["step"], epoch=state["epoch"] + (1 if end_of_epoch else 0),
+                  metrics=_headline(metrics), best=improved)
+        if end_of_epoch:
+            state_for_disk = dict(state, epoch=state["epoch"] + 1, batch_in_epoch=0)
+        else:
+            state_for_disk = dict(state)
+        self.save_checkpoint(state_for_disk)
+        log.write("checkpoint", step=state["step"])
+        return bool(stopping and state["bad_evals"] >= stopping.patience)
+
+    def _finish(self, log: RunLog, run_id: str, state: dict) -> TrainResult:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if state.get("best_state") is not None:
+            _load_trainable_state(unwrapped, state["best_state"])
+        dev = self._evaluate("dev")
+        test = self._evaluate("test") if len(self.tokenized["test"]) else {}
+        log.write("eval", split="test", step=state["step"], metrics=_headline(test))
+        metrics = {"dev": dev, "test": test, "best_step": state["best_step"], "steps": state["step"]}
+        lineage = self.lineage(run_id, metrics)
+        save_adapter(unwrapped, self.output_dir, lineage)
+        return TrainResult(self.cfg.name, run_id, self.output_dir, self.run_dir, metrics, lineage=lineage)
+
+    def lineage(self, run_id: str, metrics: dict) -> dict:
+        cfg = self.cfg
+        method_config = cfg.lora.model_dump() if cfg.method == "lora" else cfg.prefix.model_dump()
+        return {
+            "base": {"id": self.base.id, "revision": self.base.revision,
+                     "fingerprint": weights_fingerprint(self.base.path),
+                     "model_type": self.accelerator.unwrap_model(self.model).config.model_type},
+            "quant": cfg.quant,
+            "method": {"kind": cfg.method, "config": method_config},
+            "task": {"kind": cfg.task, "labels": self.splits.label_names},
+            "data": {"source": self.splits.source, "fingerprint": self.splits.fingerprint,
+                     "columns": self.splits.columns, "sizes": self.splits.sizes,
+                     "class_balance": self.splits.class_balance},
+            "training": cfg.model_dump(mode="json"),
+            "metrics": metrics,
+            "libraries": library_versions(),
+            "parent": self.init_from,
+            "run_id": run_id,
+            "device": self.plan.device,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def save_adapter(model, output_dir: Path, lineage: dict) -> None:
+    """A plain PEFT directory (adapter_config.json, adapter_model.safetensors with the task head)
+    plus our metadata, written to a staging dir and renamed so no half-written adapter is seen."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "adapter_config.json").is_file():
+        raise UsageError(f"output directory {output_dir} exists and is not an adapter directory",
+                         "choose an empty or new --output directory")
+    staging = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        (staging / METADATA_FILE).write_text(json.dumps(lineage, indent=2, default=str))
+        labels = lineage["task"]["labels"]
+        if labels:
+            (staging / "label_map.json").write_text(json.dumps(
+                {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}, indent=2))
+        (staging / "training_config.yaml").write_text(to_yaml(TrainConfig.model_validate(lineage["training"])))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def new_run_id(name: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:6]}"

@@ -24,7 +24,7 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 
     Returns a ``TrainResult`` with ``metrics`` ({"dev": ..., "test": ...}), ``output_dir`` (a plain
     PEFT directory) and ``run_dir`` (holding the JSONL event log)."""
-    from adapters.train import Trainer, new_run_id
+    from adapters.trainer import Trainer, new_run_id
     from adapters.paths import runs_dir
 
     cfg = _as_config(config, overrides)

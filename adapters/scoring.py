@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adapters import batching as B
 from adapters import data as D
 from adapters.config import apply_overrides, validate
 from adapters.errors import UsageError
@@ -33,7 +34,7 @@ def score_adapter(adapter: str | Path, data: str | None = None, split: str = "te
     loaded = load(base, directory)
     splits = D.load_splits(cfg.data, cfg.task)
     loaded.tokenizer.padding_side = "right"
-    tokenized = D.tokenize(splits, loaded.tokenizer, cfg.data.max_length)
+    tokenized = B.tokenize(splits, loaded.tokenizer, cfg.data.max_length)
     if split == "all":
         from datasets import concatenate_datasets
 
@@ -42,7 +43,7 @@ def score_adapter(adapter: str | Path, data: str | None = None, split: str = "te
         dataset = tokenized[split]
     if len(dataset) == 0:
         raise UsageError(f"the {split} split of {cfg.data.source} is empty", "choose another --split")
-    result = evaluate(loaded.model, dataset, D.Collator(loaded.tokenizer, cfg.task), cfg.task, meta["labels"],
+    result = evaluate(loaded.model, dataset, B.Collator(loaded.tokenizer, cfg.task), cfg.task, meta["labels"],
                       cfg.training.eval_batch_size, loaded.model.device)
     result["rows"] = len(dataset)
     return result

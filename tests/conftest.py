@@ -127,7 +127,7 @@ def chat_jsonl(tmp_path_factory) -> Path:
     return path
 
 
-def tiny_config(base: Path | str, data: Path | str, **over) -> dict:
+def tiny_config(base: Path | str, data: Path | str, /, **over) -> dict:
     """A small training config as a mapping; keyword overrides merge one level deep."""
     cfg = {
         "name": "tiny",

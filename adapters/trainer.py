@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from adapters import batching as B
 from adapters import data as D
 from adapters.bases import resolve_base, weights_fingerprint
 from adapters.config import TrainConfig, to_yaml
@@ -113,12 +114,12 @@ class Trainer:
         check_task_fits(model_config, cfg.task)
         self.splits = D.load_splits(cfg.data, cfg.task)
         self.tokenizer = load_tokenizer(self.base, cfg.task)
-        self.tokenized = D.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
+        self.tokenized = B.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
         for split in ("train", "dev"):
             if len(self.tokenized[split]) == 0:
                 raise UsageError(f"the {split} split is empty after tokenization",
                                  "raise data.max_length or check the data")
-        self.collator = D.Collator(self.tokenizer, cfg.task)
+        self.collator = B.Collator(self.tokenizer, cfg.task)
         model, heads = load_base_model(self.base, cfg.task, cfg.quant, self.plan, self.splits.label_names,
                                        config=model_config, pad_token_id=self.tokenizer.pad_token_id)
         self.model = self._with_adapter(model, heads)
@@ -186,7 +187,7 @@ class Trainer:
         t = self.cfg.training
         lengths = self.tokenized["train"]["length"]
         if t.group_by_length:
-            return D.length_grouped_batches(lengths, t.batch_size, t.seed, epoch)
+            return B.length_grouped_batches(lengths, t.batch_size, t.seed, epoch)
         order = list(range(len(lengths)))
         random.Random(t.seed + epoch).shuffle(order)
         return [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]

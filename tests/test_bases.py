@@ -1,0 +1,69 @@
+"""Base resolution, quantization plans and the per-device compute dtype."""
+
+import pytest
+import torch
+
+from adapters.bases import BUILTINS, list_builtins, resolve_base, weights_fingerprint
+from adapters.errors import BaseModelError, DeviceError
+from adapters.quant import plan_device, quantization_config
+
+
+def test_builtin_encoder_resolves_to_package_files():
+    base = resolve_base("minilm-l6")
+    assert base.builtin and (base.path.endswith("model")) and weights_fingerprint(base.path).startswith("sha256:")
+
+
+def test_missing_local_path_is_a_clear_error(tmp_path):
+    with pytest.raises(BaseModelError) as err:
+        resolve_base(str(tmp_path / "nope"))
+    assert err.value.exit_code == 2 and "not found" in err.value.message
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(BaseModelError) as err:
+        resolve_base(str(tmp_path))
+    assert "config.json" in err.value.message
+
+
+def test_unknown_hub_id_fails_at_load_with_a_hint():
+    from adapters.modeling import load_config
+
+    with pytest.raises(BaseModelError) as err:
+        load_config(resolve_base("no-such-org/no-such-model"))
+    assert "built-in base" in err.value.hint
+
+
+def test_list_builtins_reports_installation():
+    rows = {r["name"]: r for r in list_builtins()}
+    assert set(rows) == set(BUILTINS) and rows["minilm-l6"]["installed"]
+
+
+def test_cuda_without_gpu_is_a_usage_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError) as err:
+        plan_device("cuda")
+    assert err.value.exit_code == 2 and "GPU" in err.value.message
+
+
+def test_cpu_plan_uses_fp32_without_native_bf16():
+    from adapters.quant import cpu_has_fast_bf16
+
+    plan = plan_device("cpu")
+    assert plan.device == "cpu"
+    assert plan.compute_dtype == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+
+
+def test_4bit_is_nf4_double_quant_with_heads_skipped():
+    q = quantization_config("4bit", plan_device("cpu"), ["classifier"])
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.llm_int8_skip_modules == ["classifier"]
+    assert quantization_config("none", plan_device("cpu"), []) is None
+
+
+def test_head_modules_are_derived_per_architecture(tiny_bert, tiny_llama):
+    from adapters.modeling import head_modules, load_config
+
+    assert head_modules("classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier"]
+    assert head_modules("classification", load_config(resolve_base(str(tiny_llama)))) == ["score"]
+    assert head_modules("causal-lm", load_config(resolve_base(str(tiny_llama)))) == []

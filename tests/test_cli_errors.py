@@ -1,0 +1,109 @@
+"""Bad input through the real CLI: a clear message, exit code 2, and nothing written."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from adapters.cli import main
+from conftest import tiny_config
+
+
+def _write_config(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr()
+
+
+def _nothing_written(tmp_path: Path, home: Path) -> bool:
+    out = tmp_path / "out"
+    stored = list((home / "versions").rglob("adapter_config.json")) if (home / "versions").exists() else []
+    return not out.exists() and not stored
+
+
+CASES = {
+    "missing data file": (lambda d: {"data": {"source": str(d.parent / "missing.csv")}}, "not found"),
+    "missing column": (lambda d: {"data": {"source": str(d), "text_column": "body", "label_column": "sentiment"}},
+                       "body"),
+    "unknown base": (lambda d: {"base": "no-such-org/no-such-model"}, "no-such-org/no-such-model"),
+    "unknown config key": (lambda d: {"trainig": {"epochs": 1}}, "did you mean 'training'"),
+    "prefix with gradient checkpointing": (lambda d: {"method": "prefix",
+                                                      "training": {"gradient_checkpointing": True}},
+                                           "gradient checkpointing"),
+    "unknown built-in dataset": (lambda d: {"data": {"source": "builtin:nope"}}, "builtin:rotten-tomatoes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_training_input(case, tiny_bert, sentiment_csv, tmp_path, capsys, _isolated_home):
+    change, expected = CASES[case]
+    cfg = tiny_config(tiny_bert, sentiment_csv, **change(sentiment_csv))
+    code, out = _run(["train", _write_config(tmp_path, cfg), "--output", tmp_path / "out", "-q"], capsys)
+    assert code == 2, out.err
+    assert "error:" in out.err and expected in out.err and "hint:" in out.err
+    assert _nothing_written(tmp_path, _isolated_home)
+
+
+def test_label_column_with_one_class(tiny_bert, tmp_path, capsys, _isolated_home):
+    data = tmp_path / "one.csv"
+    data.write_text("review,sentiment\n" + "".join(f"text {i},fresh\n" for i in range(30)))
+    cfg = tiny_config(tiny_bert, data)
+    code, out = _run(["train", _write_config(tmp_path, cfg), "--output", tmp_path / "out"], capsys)
+    assert code == 2 and ("one class" in out.err.lower() or "only one" in out.err.lower()), out.err
+    assert _nothing_written(tmp_path, _isolated_home)
+
+
+def test_empty_split(tiny_bert, tmp_path, capsys, _isolated_home):
+    data = tmp_path / "empty.csv"
+    data.write_text("review,sentiment\n")
+    code, out = _run(["train", _write_config(tmp_path, tiny_config(tiny_bert, data)), "--output",
+                      tmp_path / "out"], capsys)
+    assert code == 2 and "empty" in out.err
+    assert _nothing_written(tmp_path, _isolated_home)
+
+
+def test_bad_yaml(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [x\n")
+    code, out = _run(["train", path], capsys)
+    assert code == 2 and "not valid YAML" in out.err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, out = _run(["train", tmp_path / "nope.yaml"], capsys)
+    assert code == 2 and "not found" in out.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu(tiny_bert, sentiment_csv, tmp_path, capsys, _isolated_home):
+    cfg = tiny_config(tiny_bert, sentiment_csv, device="cuda")
+    code, out = _run(["train", _write_config(tmp_path, cfg), "--output", tmp_path / "out"], capsys)
+    assert code == 2 and "CUDA" in out.err and "device: auto" in out.err
+    assert _nothing_written(tmp_path, _isolated_home)
+
+
+def test_bad_override(tmp_path, capsys):
+    cfg = Path(__file__).resolve().parent.parent / "configs" / "rt-minilm-lora.yaml"
+    code, out = _run(["train", cfg, "--set", "training.epochs"], capsys)
+    assert code == 2 and "KEY=VALUE" in out.err
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from adapters.cli import main; rc = main(['--help']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "train" in proc.stdout
+
+
+def test_models_lists_builtins(capsys):
+    code, out = _run(["models"], capsys)
+    assert code == 0 and "minilm-l6" in out.out and "smollm2-135m" in out.out

@@ -1,0 +1,128 @@
+"""Training on tiny models built from configs: every method x task, 4-bit and full precision."""
+
+import json
+
+import pytest
+import torch
+
+import adapters
+from adapters.runlog import read_events
+from conftest import tiny_config
+
+
+def _events(result):
+    return read_events(result.run_dir / "events.jsonl")
+
+
+def test_lora_classification_writes_a_peft_dir_and_a_run_log(tiny_bert, sentiment_csv, tmp_path):
+    result = adapters.train(tiny_config(tiny_bert, sentiment_csv), output=tmp_path / "out")
+    out = result.output_dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "label_map.json", "adapter_manager.json",
+                 "training_config.yaml"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin"))
+    lineage = json.loads((out / "adapter_manager.json").read_text())
+    assert lineage["task"]["labels"] == ["fresh", "rotten"]
+    assert lineage["data"]["columns"]["text"] == "review"
+    assert lineage["base"]["fingerprint"].startswith("sha256:")
+    test = result.metrics["test"]
+    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "confusion_matrix", "per_class"):
+        assert key in test
+    kinds = [e["event"] for e in _events(result)]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "step" in kinds and "eval" in kinds
+    step = next(e for e in _events(result) if e["event"] == "step")
+    assert {"step", "loss", "lr", "tokens_per_s"} <= set(step)
+
+
+def test_plain_peft_loads_the_output(tiny_bert, sentiment_csv, tmp_path):
+    """The output directory is an ordinary PEFT adapter: PeftModel.from_pretrained takes it as is."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    result = adapters.train(tiny_config(tiny_bert, sentiment_csv), output=tmp_path / "out")
+    labels = json.loads((result.output_dir / "label_map.json").read_text())["id2label"]
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=len(labels))
+    plain = PeftModel.from_pretrained(base, result.output_dir).eval()
+    ours = adapters.load(None, result.output_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    batch = tok(["a fine film", "a dull mess"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(plain(**batch).logits, ours.model(**batch).logits, atol=1e-5)
+    prediction = ours.predict(["a fine film"])[0]
+    assert prediction["label"] in ("fresh", "rotten")
+    assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-4
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_4bit_encoder_classification(tiny_bert, sentiment_csv, method):
+    cfg = tiny_config(tiny_bert, sentiment_csv, method=method, quant="4bit")
+    result = adapters.train(cfg)
+    assert result.metrics["test"]["accuracy"] >= 0.0
+    loaded = adapters.load(None, result.output_dir)
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+
+
+@pytest.mark.parametrize("method,quant", [("lora", "4bit"), ("prefix", "4bit"), ("lora", "8bit")])
+def test_decoder_instruction_tuning_learns(tiny_llama, chat_jsonl, method, quant):
+    cfg = tiny_config(tiny_llama, chat_jsonl, task="causal-lm", method=method, quant=quant,
+                      data={"source": str(chat_jsonl), "prompt_column": "question", "response_column": "answer",
+                            "max_length": 64},
+                      training={"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "log_every": 1})
+    result = adapters.train(cfg)
+    steps = [e for e in _events(result) if e["event"] == "step"]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert result.metrics["test"]["perplexity"] > 1
+    text = adapters.load(None, result.output_dir).generate(["what is your favourite food?"], max_new_tokens=5)
+    assert isinstance(text[0], str)
+
+
+def test_decoder_classification_with_prefix(tiny_llama, sentiment_csv):
+    cfg = tiny_config(tiny_llama, sentiment_csv, method="prefix", quant="4bit")
+    result = adapters.train(cfg)
+    assert set(result.metrics["test"]["per_class"]) == {"fresh", "rotten"}
+
+
+def test_text_pairs(tiny_bert, tmp_path):
+    rows = [("the cat sat", "a cat was sitting", "same"), ("the cat sat", "stocks fell today", "different")] * 30
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"a": a, "b": b, "y": y}) + "\n" for a, b, y in rows))
+    cfg = tiny_config(tiny_bert, path, data={"source": str(path), "text_column": "a", "text_pair_column": "b",
+                                             "label_column": "y", "max_length": 32})
+    result = adapters.train(cfg)
+    assert result.metrics["test"]["per_class"].keys() == {"different", "same"}
+
+
+def test_token_classification_on_builtin_ner(tiny_bert):
+    cfg = tiny_config(tiny_bert, "builtin:wnut16", task="token-classification",
+                      data={"source": "builtin:wnut16", "max_length": 48, "max_train_samples": 96,
+                            "max_eval_samples": 48})
+    result = adapters.train(cfg)
+    assert {"precision", "recall", "f1"} <= set(result.metrics["test"])
+    tags = adapters.load(None, result.output_dir).tag([["john", "lives", "in", "london"]])
+    assert [w for w, _ in tags[0]] == ["john", "lives", "in", "london"]
+
+
+def test_early_stopping_keeps_the_best_and_stops(tiny_bert, sentiment_csv):
+    cfg = tiny_config(tiny_bert, sentiment_csv, training={
+        "epochs": 10, "learning_rate": 1e-9, "eval_every": 2, "batch_size": 8, "seed": 0,
+        "early_stopping": {"metric": "loss", "mode": "min", "patience": 1}})
+    result = adapters.train(cfg)
+    evals = [e for e in _events(result) if e["event"] == "eval" and e["split"] == "dev"]
+    # A learning rate of 1e-9 cannot improve the dev loss, so patience 1 stops after the second eval.
+    assert len(evals) <= 4
+    assert result.metrics["steps"] < 10 * 24
+    assert result.metrics["best_step"] == evals[0]["step"] or any(e["best"] for e in evals)
+
+
+def test_oversampling_balances_train(tiny_bert, tmp_path):
+    rows = [("good film", "pos")] * 60 + [("bad film", "neg")] * 15
+    path = tmp_path / "skewed.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    cfg = tiny_config(tiny_bert, path, data={"source": str(path), "text_column": "text", "label_column": "label",
+                                             "oversample": True, "max_length": 16})
+    result = adapters.train(cfg)
+    balance = json.loads((result.output_dir / "adapter_manager.json").read_text())["data"]["class_balance"]
+    assert balance["train"]["neg"] == balance["train"]["pos"]
+    assert balance["train_original"]["neg"] < balance["train_original"]["pos"]

@@ -73,8 +73,13 @@ def head_modules(task: str, config) -> list[str]:
     with torch.device("meta"), quiet_loading():
         model = auto_class(task).from_config(config)
     body = model.base_model_prefix
-    return [name for name, module in model.named_children()
-            if name != body and any(True for _ in module.parameters())]
+    heads = [name for name, module in model.named_children()
+             if name != body and any(True for _ in module.parameters())]
+    # BERT-style classifiers read a pooler (dense + tanh over [CLS]) that pretraining left unsuited
+    # to the task; it is part of the head: trained, saved with the adapter, never quantized.
+    if task == "classification" and getattr(getattr(model, body, None), "pooler", None) is not None:
+        heads.append(f"{body}.pooler")
+    return heads
 
 
 def load_tokenizer(base: ResolvedBase, task: str):

@@ -64,6 +64,7 @@ def test_4bit_is_nf4_double_quant_with_heads_skipped():
 def test_head_modules_are_derived_per_architecture(tiny_bert, tiny_llama):
     from adapters.modeling import head_modules, load_config
 
-    assert head_modules("classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier"]
+    assert head_modules("classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier", "bert.pooler"]
+    assert head_modules("token-classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier"]
     assert head_modules("classification", load_config(resolve_base(str(tiny_llama)))) == ["score"]
     assert head_modules("causal-lm", load_config(resolve_base(str(tiny_llama)))) == []

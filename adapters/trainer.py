@@ -113,6 +113,11 @@ class Trainer:
         model_config = load_config(self.base)
         check_task_fits(model_config, cfg.task)
         self.splits = D.load_splits(cfg.data, cfg.task)
+        if cfg.task == "classification":
+            present = [label for label, n in self.splits.class_balance.get("train", {}).items() if n]
+            if len(present) < 2:
+                raise UsageError(f"the training split has only one class ({', '.join(present) or 'none'})",
+                                 "a classifier needs at least two labels: check data.label_column and data.labels")
         self.tokenizer = load_tokenizer(self.base, cfg.task)
         self.tokenized = B.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
         for split in ("train", "dev"):

@@ -101,16 +101,20 @@ def convert_gguf(gguf: Path) -> Path:
             return target
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        from adapters.modeling import quiet_loading
+
         staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             config = loaded.config
             if hasattr(config, "quantization_config"):
                 del config.quantization_config
             fresh = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()))
             fresh.load_state_dict(loaded.state_dict())
-            fresh.save_pretrained(staging)
+            with quiet_loading():
+                fresh.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             (staging / "adapters_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
             os.replace(staging, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from adapters.config import TrainConfig
 from adapters.errors import MethodError
+from adapters.modeling import quiet_loading
 
 PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "token-classification": "TOKEN_CLS"}
 
@@ -40,8 +41,9 @@ def attach(model, cfg: TrainConfig, heads: list[str]):
         raise MethodError("prefix tuning does not work with gradient checkpointing",
                           "set training.gradient_checkpointing: false, or use method: lora")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+        with quiet_loading():  # peft calls a transformers property deprecated in v5
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
     elif cfg.training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -1,0 +1,337 @@
+"""Training data: read it from wherever it lives, map its columns to roles, split, balance.
+
+``load_splits(cfg, task)`` is the one entry point. Whatever the source (CSV / JSONL / Parquet file,
+a ``save_to_disk`` directory, a directory of train/dev/test files, an HF hub dataset, a built-in
+sample), the result has the same normalized columns per task:
+
+    classification        text, [text_pair], label (int id into label_names)
+    causal-lm             prompt, response
+    token-classification  tokens (list[str]), tags (list[int] ids into label_names)
+
+Tables are handled as plain ``{column: list}`` dicts in between: the data sets this tool trains on
+are small, and plain lists keep splitting and balancing obvious. Every random choice draws from a
+generator seeded by ``cfg.split.seed`` so a config always yields the same rows (and fingerprint).
+Reading sources lives in ``adapters.data_sources``, tokenization and batching in
+``adapters.batching``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from adapters.config import DataConfig
+from adapters.data_sources import read_source
+from adapters.errors import DataError
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classification", "causal-lm", "token-classification")
+# Bump when loading or splitting changes which rows a config selects: old fingerprints then no
+# longer claim to describe the new data.
+FINGERPRINT_VERSION = 1
+
+# role -> the DataConfig field that names its column (for messages: "set data.text_column")
+ROLE_FIELDS = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column",
+               "prompt": "prompt_column", "response": "response_column",
+               "tokens": "tokens_column", "tags": "tags_column"}
+
+Table = dict[str, list]
+
+
+@dataclass
+class Splits:
+    train: Any  # datasets.Dataset (imported lazily: `adapters --help` must stay light)
+    dev: Any
+    test: Any
+    task: str
+    label_names: list[str] | None
+    columns: dict[str, str]
+    fingerprint: str
+    sizes: dict[str, int]
+    class_balance: dict[str, dict[str, int]]
+    source: str
+
+
+def load_splits(cfg: DataConfig, task: str) -> Splits:
+    if task not in TASKS:
+        raise DataError(f"unknown task '{task}'", "task is one of: " + ", ".join(TASKS))
+    columns = column_mapping(cfg, task)
+    raw, content_sha = read_source(cfg.source, cfg.subset)
+    parts: dict[str, Table] = {}
+    for name, table in raw.items():
+        part = _normalize(_select(table, columns, cfg.source, name), task, name)
+        if name != "train" and _rows(table) and not part[next(iter(part))]:
+            # Hub convention: hidden test labels are stored as -1. Such a split is no split.
+            log.warning("the %s split has no labelled rows; cutting %s from train instead", name, name)
+            continue
+        parts[name] = part
+    label_names = _encode_labels(parts, task, cfg)
+    parts = _fill_splits(parts, task, cfg)
+
+    sub_rng = np.random.default_rng([cfg.split.seed, 1])
+    if cfg.max_train_samples:
+        parts["train"] = _subsample(parts["train"], cfg.max_train_samples, task, sub_rng)
+    if cfg.max_eval_samples:
+        for name in ("dev", "test"):
+            parts[name] = _subsample(parts[name], cfg.max_eval_samples, task, sub_rng)
+    for name in ("train", "dev", "test"):
+        if not _rows(parts[name]):
+            raise DataError(
+                f"the {name} split of {cfg.source} is empty after splitting and filtering",
+                "use more rows, raise data.split.dev / data.split.test, or check data.labels "
+                "and data.max_*_samples")
+
+    balance: dict[str, dict[str, int]] = {}
+    if task == "classification":
+        if cfg.oversample:
+            balance["train_original"] = _balance(parts["train"], label_names)
+            parts["train"] = _oversample(parts["train"], np.random.default_rng([cfg.split.seed, 2]))
+        for name in ("train", "dev", "test"):
+            balance[name] = _balance(parts[name], label_names)
+
+    fingerprint = hashlib.sha256(json.dumps({
+        "version": FINGERPRINT_VERSION, "content": content_sha, "task": task, "columns": columns,
+        "labels": cfg.labels, "split": cfg.split.model_dump(), "oversample": cfg.oversample,
+        "max_train_samples": cfg.max_train_samples, "max_eval_samples": cfg.max_eval_samples,
+    }, sort_keys=True).encode()).hexdigest()
+    datasets = {name: _to_dataset(parts[name], task) for name in ("train", "dev", "test")}
+    return Splits(train=datasets["train"], dev=datasets["dev"], test=datasets["test"], task=task,
+                  label_names=label_names, columns=columns, fingerprint=fingerprint,
+                  sizes={name: len(ds) for name, ds in datasets.items()}, class_balance=balance,
+                  source=cfg.source)
+
+
+def column_mapping(cfg: DataConfig, task: str) -> dict[str, str]:
+    """role -> the user's column name, for the roles this task needs."""
+    roles = {"classification": ["text", "text_pair", "label"], "causal-lm": ["prompt", "response"],
+             "token-classification": ["tokens", "tags"]}[task]
+    mapping = {role: getattr(cfg, ROLE_FIELDS[role]) for role in roles}
+    return {role: col for role, col in mapping.items() if col is not None}
+
+
+# ----------------------------------------------------------------------- columns and labels
+
+
+def _rows(table: Any) -> int:
+    """Row count of a {column: list} table or a datasets.Dataset."""
+    return len(table) if not isinstance(table, dict) else len(next(iter(table.values()), []))
+
+
+def _select(table: Any, columns: dict[str, str], source: str, split: str) -> Table:
+    """Pick the mapped columns (renamed to their roles); hub ClassLabel ids become their names."""
+    available = list(table.column_names if not isinstance(table, dict) else table)
+    for role, col in columns.items():
+        if col not in available:
+            field = ROLE_FIELDS[role]
+            unmapped = [c for c in available if c not in columns.values()]
+            guess = (difflib.get_close_matches(col, available, n=1) or unmapped or available or ["?"])[0]
+            raise DataError(
+                f"column '{col}' (the {role} column) not found in {source} ({split} split); "
+                f"available columns: {', '.join(available) or '(none)'}",
+                f"set data.{field} to the column that holds the {role}, e.g. --set data.{field}={guess}")
+    if isinstance(table, dict):
+        return {role: table[col] for role, col in columns.items()}
+    out = {}
+    for role, col in columns.items():
+        values = table[col]
+        feature = table.features[col]
+        inner = getattr(feature, "feature", None)
+        if hasattr(feature, "int2str"):
+            names = feature.names
+            values = [names[v] if v is not None and v >= 0 else None for v in values]
+        elif hasattr(inner, "int2str"):
+            values = [None if v is None else [inner.names[t] for t in v] for v in values]
+        out[role] = list(values)
+    return out
+
+
+def _label_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, float):
+        if value != value:  # NaN: a missing cell
+            return None
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
+
+
+def _words(value: Any) -> list | None:
+    if value is None:
+        return None
+    return value.split() if isinstance(value, str) else list(value)
+
+
+def _normalize(table: Table, task: str, split: str) -> Table:
+    """Clean values per role; drop rows that miss a value any role needs."""
+    if task == "classification":
+        clean = {role: [None if v is None else str(v) for v in table[role]]
+                 for role in ("text", "text_pair") if role in table}
+        clean["label"] = [_label_str(v) for v in table["label"]]
+    elif task == "causal-lm":
+        clean = {role: [None if v is None else str(v) for v in table[role]] for role in table}
+    else:
+        clean = {"tokens": [_words(v) for v in table["tokens"]], "tags": [_words(v) for v in table["tags"]]}
+        for i, (tokens, tags) in enumerate(zip(clean["tokens"], clean["tags"])):
+            if tokens is not None and tags is not None and len(tokens) != len(tags):
+                raise DataError(f"row {i} of the {split} split has {len(tokens)} tokens but "
+                                f"{len(tags)} tags", "every token needs exactly one tag")
+        clean["tokens"] = [None if not t else [str(w) for w in t] for t in clean["tokens"]]
+        clean["tags"] = [None if t is None else [_label_str(x) for x in t] for t in clean["tags"]]
+    keep = [i for i in range(_rows(clean)) if all(clean[r][i] is not None for r in clean)]
+    if len(keep) < _rows(clean):
+        log.info("%s split: dropped %d rows with missing values", split, _rows(clean) - len(keep))
+    return _take(clean, keep)
+
+
+def _label_order(labels: set[str]) -> list[str]:
+    # Integer labels keep their numeric order, so a label "3" keeps id 3 when labels are 0..n-1.
+    if all(re.fullmatch(r"-?\d+", x) for x in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _bio_order(tags: set[str]) -> list[str]:
+    """O first, then per entity type its B- and I- tags."""
+    def key(tag: str) -> tuple:
+        prefix, _, kind = tag.partition("-")
+        return (tag != "O", kind or prefix, prefix)
+    return sorted(tags, key=key)
+
+
+def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig) -> list[str] | None:
+    """Replace label strings by ids (in place); return the label names, index = id."""
+    if task == "causal-lm":
+        return None
+    if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
+        raise DataError(f"data.labels has duplicates: {cfg.labels}", "list each label once")
+    if task == "classification":
+        present = {x for part in parts.values() for x in part["label"]}
+        names = list(cfg.labels) if cfg.labels is not None else _label_order(present)
+        ids = {name: i for i, name in enumerate(names)}
+        for part in parts.values():
+            keep = [i for i, x in enumerate(part["label"]) if x in ids]
+            part.update(_take(part, keep))
+            part["label"] = [ids[x] for x in part["label"]]
+        kept = {x for part in parts.values() for x in part["label"]}
+        # Scoring an existing classifier (labels given) may meet data with one class; training may not.
+        if len(kept) < 2 and (cfg.labels is None or not kept):
+            only = ", ".join(repr(names[i]) for i in kept) or "none"
+            raise DataError(
+                f"the label column '{cfg.label_column}' has only one class ({only}) in {cfg.source}",
+                "a classifier needs at least two labels: check data.label_column and data.labels")
+        return names
+    present = {t for part in parts.values() for tags in part["tags"] for t in tags}
+    names = list(cfg.labels) if cfg.labels is not None else _bio_order(present)
+    ids = {name: i for i, name in enumerate(names)}
+    unknown = sorted(present - set(ids))
+    if unknown and "O" not in ids:
+        raise DataError(f"tags not in data.labels: {', '.join(unknown)}",
+                        "add them to data.labels, or include 'O' so unlisted tags become O")
+    for part in parts.values():
+        # Tags left out of data.labels become O: that is how one restricts the entity types.
+        part["tags"] = [[ids.get(t, ids.get("O")) for t in tags] for tags in part["tags"]]
+    return names
+
+
+# ------------------------------------------------------------------ splitting and balancing
+
+
+def _take(table: Table, index) -> Table:
+    return {col: [values[i] for i in index] for col, values in table.items()}
+
+
+def _pick(labels: list | None, n: int, k: int, rng: np.random.Generator,
+          keep_one: bool) -> tuple[list[int], list[int]]:
+    """Choose k of n row indices, proportionally per label when labels are given.
+
+    Each class gets floor(share) rows, the rest go to the classes with the largest remainders
+    (ties broken by the seeded generator), so the total is exactly k. With keep_one every class
+    keeps at least one row out of the pick (a single-row class stays in train). Returns the
+    picked and the remaining indices, both in original order.
+    """
+    if labels is None:
+        order = rng.permutation(n)
+        return sorted(order[:k].tolist()), sorted(order[k:].tolist())
+    by_class: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    groups = [rng.permutation(members).tolist() for _, members in sorted(by_class.items())]
+    sizes = np.array([len(g) for g in groups])
+    caps = sizes - 1 if keep_one else sizes
+    exact = sizes * k / n
+    quota = np.minimum(np.floor(exact).astype(int), caps)
+    order = np.lexsort((rng.random(len(groups)), -(exact - np.floor(exact))))
+    while quota.sum() < k and (quota < caps).any():
+        for g in order:
+            if quota.sum() < k and quota[g] < caps[g]:
+                quota[g] += 1
+    picked = sorted(i for g, q in zip(groups, quota) for i in g[:q])
+    chosen = set(picked)
+    return picked, [i for i in range(n) if i not in chosen]
+
+
+def _fill_splits(parts: dict[str, Table], task: str, cfg: DataConfig) -> dict[str, Table]:
+    """Cut the splits the data did not bring from train (test first, then dev)."""
+    train = parts["train"]
+    total = _rows(train)
+    rng = np.random.default_rng(cfg.split.seed)
+    for name, fraction in (("test", cfg.split.test), ("dev", cfg.split.dev)):
+        if name in parts:
+            continue
+        n = _rows(train)
+        k = min(n, max(1, int(total * fraction + 0.5)))
+        labels = train["label"] if task == "classification" else None
+        picked, rest = _pick(labels, n, k, rng, keep_one=True)
+        parts[name], train = _take(train, picked), _take(train, rest)
+    parts["train"] = train
+    return parts
+
+
+def _subsample(table: Table, k: int, task: str, rng: np.random.Generator) -> Table:
+    n = _rows(table)
+    if n <= k:
+        return table
+    labels = table["label"] if task == "classification" else None
+    return _take(table, _pick(labels, n, k, rng, keep_one=False)[0])
+
+
+def _oversample(table: Table, rng: np.random.Generator) -> Table:
+    """Repeat rows of the smaller classes until every class has as many rows as the largest."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(table["label"]):
+        by_class.setdefault(label, []).append(i)
+    target = max(len(m) for m in by_class.values())
+    index = list(range(_rows(table)))
+    for label in sorted(by_class):
+        members = by_class[label]
+        extra = target - len(members)
+        index += members * (extra // len(members))
+        index += rng.choice(members, extra % len(members), replace=False).tolist()
+    # Shuffle so that copies are not all at the end, in case a consumer reads in order.
+    return _take(table, rng.permutation(index).tolist())
+
+
+def _balance(table: Table, label_names: list[str]) -> dict[str, int]:
+    counts = np.bincount(np.asarray(table["label"], dtype=np.int64), minlength=len(label_names))
+    return {name: int(c) for name, c in zip(label_names, counts)}
+
+
+def _to_dataset(table: Table, task: str):
+    import datasets
+    from datasets import Features, List, Value
+
+    features = {
+        "classification": {"text": Value("string"), "text_pair": Value("string"), "label": Value("int64")},
+        "causal-lm": {"prompt": Value("string"), "response": Value("string")},
+        "token-classification": {"tokens": List(Value("string")), "tags": List(Value("int64"))},
+    }[task]
+    return datasets.Dataset.from_dict(table, features=Features({c: features[c] for c in table}))

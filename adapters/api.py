@@ -19,33 +19,62 @@ def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | N
 
 def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | None = None,
           output: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = False):
+          progress: bool = False, store: bool = True, store_root: str | Path | None = None):
     """Train an adapter from a config (a TrainConfig, a mapping, or a YAML path).
 
-    Returns a ``TrainResult`` with ``metrics`` ({"dev": ..., "test": ...}), ``output_dir`` (a plain
-    PEFT directory) and ``run_dir`` (holding the JSONL event log)."""
-    from adapters.trainer import Trainer, new_run_id
+    The result is stored as a new version of ``config.name`` (unless ``store=False``) and returned
+    as a ``TrainResult``: ``ref`` ("name@3"), ``metrics`` ({"dev": ..., "test": ...}),
+    ``output_dir`` (a plain PEFT directory) and ``run_dir`` (holding the JSONL event log)."""
     from adapters.paths import runs_dir
+    from adapters.trainer import Trainer, new_run_id
 
     cfg = _as_config(config, overrides)
-    run_dir = Path(run_dir) if run_dir else runs_dir() / new_run_id(cfg.name)
+    run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / new_run_id(cfg.name)
     output = Path(output) if output else run_dir / "adapter"
-    return Trainer(cfg, output, run_dir, resume=resume, progress=progress).run()
+    init_from, parent = None, None
+    if cfg.init_from:
+        init_from = adapter_dir(cfg.init_from, store_root)
+        parent = _store_ref(cfg.init_from, store_root)
+    result = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from).run()
+    if store:
+        from store import Store
+
+        result.lineage["parent"] = parent or (str(init_from) if init_from else None)
+        with Store(store_root) as s:
+            version = s.put(result.output_dir, cfg.name, lineage=result.lineage, metrics=result.metrics,
+                            parent=parent or (str(init_from) if init_from else None), run_id=result.run_id)
+        result.ref = version.ref
+        result.digest = version.digest
+    return result
 
 
-def load(base: str | None, adapter: str | Path, *, quant: str | None = None, device: str = "auto"):
-    """Load an adapter onto a base; returns a ``Loaded`` (``model, tokenizer = ...`` unpacks)."""
+def load(base: str | None, adapter: str | Path, *, quant: str | None = None, device: str = "auto",
+         store_root: str | Path | None = None):
+    """Load an adapter (a store ref such as "name@prod", or a directory) onto a base.
+
+    ``base=None`` loads the base it was trained on. Returns a ``Loaded``: ``.predict(...)``, or
+    ``model, tokenizer = adapters.load(...)`` for a plain peft model."""
     from adapters.inference import load as _load
 
-    return _load(base, adapter_dir(adapter), quant=quant, device=device)
+    return _load(base, adapter_dir(adapter, store_root), quant=quant, device=device)
 
 
-def adapter_dir(adapter: str | Path) -> Path:
-    """An adapter directory from a path (or, once stored, a store ref)."""
-    from adapters.errors import UsageError
-
+def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Path:
+    """The directory of an adapter given as a path or a store ref; stored files are re-hashed
+    first, so a corrupted adapter is refused naming the file."""
     path = Path(adapter).expanduser()
     if path.is_dir():
         return path
-    raise UsageError(f"adapter not found: {adapter}",
-                     "pass an adapter directory (adapter_config.json inside) or a store ref such as name@latest")
+    from store import Store
+
+    with Store(store_root) as s:
+        return s.check(str(adapter)).path
+
+
+def _store_ref(adapter: str | Path, store_root: str | Path | None) -> str | None:
+    if Path(adapter).expanduser().is_dir():
+        return None
+    from store import Store
+
+    with Store(store_root) as s:
+        return s.resolve(str(adapter)).ref

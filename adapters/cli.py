@@ -18,23 +18,32 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register_commands() -> None:
-    from adapters import cli_train, cli_store
+    global _registered
+    if _registered:
+        return
+    from adapters import cli_store, cli_train
 
     cli_train.register(app)
     cli_store.register(app)
+    _registered = True
 
 
 def fail(error: Exception) -> int:
     """Print a user-facing error with its hint to stderr and return its exit code."""
     from rich.console import Console
 
+    from rich.text import Text
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    message = getattr(error, "message", str(error))
-    console.print(f"[bold red]error:[/] {message}", markup=True)
+    # Messages are plain text (paths, lists in brackets): never parse them as rich markup.
+    console.print(Text("error: ", style="bold red") + Text(getattr(error, "message", str(error))))
     hint = getattr(error, "hint", None)
     if hint:
-        console.print(f"[yellow]hint:[/] {hint}", markup=True)
+        console.print(Text("hint: ", style="yellow") + Text(hint))
     return getattr(error, "exit_code", 1)
 
 
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except (AdaptersError, StoreError) as error:
         return fail(error)
     except typer.Abort:
@@ -59,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             error.show()
             return error.exit_code
         raise
-    return 0
+    # click returns the code of a `typer.Exit(code)` instead of raising it.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -14,13 +14,15 @@ from adapters.errors import UsageError
 console = Console(highlight=False)
 
 SET_HELP = "Override a config key, e.g. --set training.epochs=2 (repeatable)."
+STORE_OPTION = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME).",
+                            show_default=False)
 
 
-def _latest_unfinished_run(name: str) -> Path | None:
+def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
     from adapters.paths import runs_dir
     from adapters.runlog import read_events
 
-    candidates = sorted(runs_dir().glob(f"*-{name}-*"), reverse=True)
+    candidates = sorted(runs_dir(store).glob(f"*-{name}-*"), reverse=True)
     for run in candidates:
         events = read_events(run / "events.jsonl")
         if (run / "checkpoint").is_dir() and not any(e["event"] == "end" and e.get("status") == "finished"
@@ -46,14 +48,16 @@ def train(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (event log, checkpoints)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    store: Optional[Path] = STORE_OPTION,
+    no_store: bool = typer.Option(False, "--no-store", help="Do not add the result to the store."),
 ) -> None:
-    """Train a LoRA or prefix adapter from a YAML config."""
+    """Train a LoRA or prefix adapter from a YAML config and store it as a new version."""
     from adapters.api import _as_config, train as run_training
 
     overrides = list(set_) + ([f"name={name}"] if name else [])
     cfg = _as_config(config, overrides)
     if resume and run_dir is None:
-        run_dir = _latest_unfinished_run(cfg.name)
+        run_dir = _latest_unfinished_run(cfg.name, store)
         if run_dir is None:
             raise UsageError(f"no interrupted run of '{cfg.name}' to resume",
                              "start it without --resume, or pass --run-dir of the run")
@@ -61,30 +65,34 @@ def train(
             and not (output / "adapter_config.json").is_file():
         raise UsageError(f"--output {output} exists and is not an adapter directory",
                          "choose a new or empty directory")
-    result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or json_out))
+    result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or json_out),
+                          store=not no_store, store_root=store)
     if json_out:
         print(json.dumps({"name": result.name, "run_id": result.run_id, "output": str(result.output_dir),
-                          "ref": result.ref, "metrics": result.metrics}, default=str))
+                          "ref": result.ref, "digest": result.digest, "metrics": result.metrics}, default=str))
         return
     print_metrics(result.metrics, cfg.name)
-    console.print(f"adapter: [bold]{result.output_dir}[/]" + (f"  ref: [bold]{result.ref}[/]" if result.ref else ""))
+    if result.ref:
+        console.print(f"stored as [bold]{result.ref}[/] ({result.digest[:19]}…)")
+    console.print(f"adapter directory: {result.output_dir}")
     console.print(f"run log: {result.run_dir / 'events.jsonl'}")
 
 
 def evaluate_cmd(
-    adapter: str = typer.Argument(..., help="An adapter directory or store ref."),
+    adapter: str = typer.Argument(..., help="A store ref (name, name@3, name@prod, sha256:…) or an adapter directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset to score on (default: the training data)."),
     split: str = typer.Option("test", "--split", help="train, dev, test, or all."),
     set_: list[str] = typer.Option([], "--set", help="Override data keys, e.g. --set data.text_column=review."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    store: Optional[Path] = STORE_OPTION,
 ) -> None:
     """Score a trained adapter on any dataset."""
     from adapters.scoring import score_adapter
 
     if split not in ("train", "dev", "test", "all"):
         raise UsageError(f"unknown split '{split}'", "use train, dev, test or all")
-    metrics = score_adapter(adapter, data=data, split=split, overrides=list(set_), base=base)
+    metrics = score_adapter(adapter, data=data, split=split, overrides=list(set_), base=base, store_root=store)
     if json_out:
         print(json.dumps(metrics, default=str))
         return
@@ -94,16 +102,17 @@ def evaluate_cmd(
 
 
 def predict(
-    adapter: str = typer.Argument(..., help="An adapter directory or store ref."),
+    adapter: str = typer.Argument(..., help="A store ref (name, name@3, name@prod, sha256:…) or an adapter directory."),
     inputs: list[str] = typer.Argument(..., help="Texts to classify, prompts to answer, or sentences to tag."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="For generation adapters."),
     json_out: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+    store: Optional[Path] = STORE_OPTION,
 ) -> None:
     """Run an adapter on a few inputs."""
     from adapters.api import load
 
-    loaded = load(base, adapter)
+    loaded = load(base, adapter, store_root=store)
     kwargs = {"max_new_tokens": max_new_tokens} if loaded.task == "causal-lm" else {}
     outputs = loaded.predict(list(inputs), **kwargs)
     if json_out:

@@ -9,11 +9,24 @@ import torch
 from adapters import metrics as M
 
 
-def eval_batches(dataset, batch_size: int) -> list[list[int]]:
+# A language model's logits are rows x length x vocabulary floats: 64 x 64 x 49k is 800 MB. Keep
+# each evaluation batch under this many logits so peak memory stays near the training peak.
+MAX_EVAL_LOGITS = 1 << 25
+
+
+def eval_batches(dataset, batch_size: int, vocab_size: int | None = None) -> list[list[int]]:
     """Sorted by length so each batch pads little; order does not matter for scoring."""
     lengths = dataset["length"]
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        size = batch_size
+        if vocab_size:
+            longest = lengths[order[min(start + size, len(order)) - 1]]
+            size = max(1, min(size, MAX_EVAL_LOGITS // max(1, longest * vocab_size)))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -31,14 +44,15 @@ def evaluate(model, dataset, collator, task: str, label_names: list[str] | None,
     y_pred: list[int] = []
     tag_true: list[list[str]] = []
     tag_pred: list[list[str]] = []
-    for idx in eval_batches(dataset, batch_size):
+    vocab = model.config.vocab_size if task == "causal-lm" else None
+    for idx in eval_batches(dataset, batch_size, vocab):
         rows = dataset.select(idx).select_columns(columns)
         batch = _to_device(collator([rows[i] for i in range(len(rows))]), device)
         out = model(**batch)
         labels = batch["labels"]
         if task == "causal-lm":
             # Token-weighted loss over response tokens: shift like the model does.
-            logits = out.logits[:, :-1].float()
+            logits = out.logits[:, :-1].float()  # no copy when already fp32
             target = labels[:, 1:]
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum")

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
-def home() -> Path:
-    env = os.environ.get("ADAPTERS_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
+def home(store_root: Path | None = None) -> Path:
+    from store import default_root
 
-    return Path(user_data_dir("adapters"))
+    return Path(store_root) if store_root else default_root()
 
 
-def runs_dir(root: Path | None = None) -> Path:
-    return (root or home()) / "runs"
+def runs_dir(store_root: Path | None = None) -> Path:
+    return home(store_root) / "runs"

@@ -13,10 +13,11 @@ from adapters.inference import load, read_adapter_metadata
 
 
 def score_adapter(adapter: str | Path, data: str | None = None, split: str = "test",
-                  overrides: list[str] | None = None, base: str | None = None) -> dict:
+                  overrides: list[str] | None = None, base: str | None = None,
+                  store_root: str | Path | None = None) -> dict:
     from adapters.api import adapter_dir
 
-    directory = adapter_dir(adapter)
+    directory = adapter_dir(adapter, store_root)
     meta = read_adapter_metadata(directory)
     raw = dict(meta["lineage"].get("training") or {})
     if not raw:

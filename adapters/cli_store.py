@@ -1,0 +1,348 @@
+"""Store commands of the ``adapters`` CLI: list, show, tag, untag, rm, diff, import, export, verify,
+gc, path. No torch here except inside ``import --allow-pickle``, which converts pickled weights."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+StoreOpt = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+                        "the user data dir).", show_default=False)
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _store(path: Optional[Path]):
+    from store import Store
+
+    return Store(path)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _metric_summary(metrics: dict) -> str:
+    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))][:3]
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
+
+
+def list_cmd(
+    name: Optional[str] = typer.Option(None, "--name", help="Only this adapter name."),
+    base: Optional[str] = typer.Option(None, "--base", help="Only adapters of this base model id."),
+    method: Optional[str] = typer.Option(None, "--method", help="Only this method (lora, prefix)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Only this task kind."),
+    alias: Optional[str] = typer.Option(None, "--alias", help="Only versions carrying this alias."),
+    as_json: bool = JsonOpt,
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """List stored adapter versions."""
+    from rich.table import Table
+
+    s = _store(store)
+    versions = s.list(name=name, base=base, method=method, task=task, alias=alias)
+    if as_json:
+        _print_json([v.to_dict() for v in versions])
+        return
+    console = _console()
+    if not versions:
+        console.print(f"no versions in {s.root}" + (" match" if any(
+            (name, base, method, task, alias)) else ""))
+        return
+    latest = s.latest_numbers()
+    table = Table(title=f"{len(versions)} version(s) in {s.root}", title_justify="left")
+    for col in ("ref", "aliases", "digest", "base", "method", "task", "size", "metrics", "created"):
+        table.add_column(col, no_wrap=col in ("ref", "digest", "created"))
+    for v in versions:
+        aliases = list(v.aliases) + (["latest"] if latest.get(v.name) == v.number else [])
+        table.add_row(v.ref, ", ".join(aliases), v.digest[7:19], v.base or "", v.method or "",
+                      v.task or "", _size(v.size_bytes), _metric_summary(v.metrics),
+                      v.created[:19].replace("T", " "))
+    console.print(table)
+
+
+def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256:<prefix>"),
+         as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+    """Show one version: ref, content id, lineage, metrics, files."""
+    from rich.table import Table
+
+    v = _store(store).resolve(ref)
+    if as_json:
+        _print_json(v.to_dict())
+        return
+    console = _console()
+    info = Table(show_header=False, title=v.ref, title_justify="left")
+    info.add_column(style="bold")
+    info.add_column()
+    for key in ("digest", "created", "aliases", "parent", "run_id", "base", "method", "task",
+                "path"):
+        value = getattr(v, key)
+        info.add_row(key, ", ".join(value) if isinstance(value, list) else str(value or ""))
+    info.add_row("size", _size(v.size_bytes))
+    for key, value in v.metrics.items():
+        info.add_row(f"metrics.{key}", json.dumps(value))
+    console.print(info)
+    files = Table(title="files", title_justify="left")
+    for col in ("file", "size", "sha256"):
+        files.add_column(col)
+    for rel, f in sorted(v.files.items()):
+        files.add_row(rel, _size(f["size"]), f["sha256"][:16])
+    console.print(files)
+    if v.lineage:
+        console.print("[bold]lineage[/]")
+        console.print_json(json.dumps(v.lineage, default=str))
+
+
+def tag(ref: str = typer.Argument(..., help="The version to tag."),
+        alias: str = typer.Argument(..., help="Alias such as prod; moves if it exists."),
+        store: Optional[Path] = StoreOpt) -> None:
+    """Point an alias (e.g. prod) at a version."""
+    from store import RefNotFound, check_alias
+
+    check_alias(alias)
+    s = _store(store)
+    target = s.resolve(ref)
+    try:
+        before = s.resolve(f"{target.name}@{alias}")
+    except (RefNotFound, ValueError):
+        before = None
+    v = s.tag(target.ref, alias)
+    moved = f" (moved from {before.ref})" if before is not None and before.ref != v.ref else ""
+    _console().print(f"{v.name}@{alias} -> {v.ref}{moved}")
+
+
+def untag(ref: str = typer.Argument(..., help="The adapter name (or one version of it)."),
+          alias: str = typer.Argument(..., help="The alias to remove."),
+          store: Optional[Path] = StoreOpt) -> None:
+    """Remove an alias."""
+    v = _store(store).untag(ref, alias)
+    _console().print(f"removed alias {alias} from {v.ref}")
+
+
+def rm(ref: str = typer.Argument(..., help="The version to remove."),
+       force: bool = typer.Option(False, "--force", help="Also remove it if it carries aliases."),
+       store: Optional[Path] = StoreOpt) -> None:
+    """Remove a version (its number is never reused; `adapters gc` frees the space)."""
+    v = _store(store).remove(ref, force=force)
+    _console().print(f"removed {v.ref} ({v.digest[:19]}); run `adapters gc` to free unused blobs")
+
+
+def diff(ref_a: str = typer.Argument(..., help="First version."),
+         ref_b: str = typer.Argument(..., help="Second version."),
+         as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+    """Compare config, lineage, metrics and files of two versions."""
+    from rich.table import Table
+
+    d = _store(store).diff(ref_a, ref_b)
+    if as_json:
+        _print_json(d)
+        return
+    console = _console()
+    a, b = d["a"], d["b"]
+    same = "same content" if d["same_content"] else "different content"
+    console.print(f"[bold]{a}[/] vs [bold]{b}[/]: {same}")
+    for section, parts in d["sections"].items():
+        rows = ([(k, va, vb) for k, (va, vb) in parts["changed"].items()]
+                + [(k, v, "—") for k, v in parts["only_a"].items()]
+                + [(k, "—", v) for k, v in parts["only_b"].items()])
+        if not rows:
+            console.print(f"{section}: identical ({len(parts['same'])} keys)")
+            continue
+        table = Table(title=f"{section} ({len(rows)} differ, {len(parts['same'])} shared)",
+                      title_justify="left")
+        table.add_column("key")
+        table.add_column(a)
+        table.add_column(b)
+        for key, va, vb in rows:
+            table.add_row(key, _short(va), _short(vb))
+        console.print(table)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def import_cmd(
+    src: Path = typer.Argument(..., help="A PEFT adapter directory."),
+    name: str = typer.Option(..., "--name", help="Adapter name to store it under."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle",
+                                      help="Convert adapter_model.bin to safetensors (loads it "
+                                      "with torch, weights only)."),
+    as_json: bool = JsonOpt,
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Import a PEFT adapter directory made elsewhere."""
+    from store import PickleRefused
+
+    s = _store(store)
+    try:
+        v = s.import_dir(src, name)
+    except PickleRefused:
+        if not allow_pickle:
+            raise
+        with tempfile.TemporaryDirectory(prefix="adapters-import-") as tmp:
+            converted = convert_pickled(Path(src), Path(tmp) / "adapter")
+            v = s.import_dir(converted, name)
+    if as_json:
+        _print_json(v.to_dict())
+        return
+    _console().print(f"imported {src} as {v.ref} ({v.digest[:19]}, {_size(v.size_bytes)})")
+
+
+def convert_pickled(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` with every adapter_model.bin replaced by adapter_model.safetensors
+    (``torch.load(weights_only=True)``, which refuses arbitrary objects)."""
+    from store import StoreError
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"))
+    for path in sorted(dest.rglob("adapter_model.bin")):
+        import torch
+        from safetensors.torch import save_file
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError ...
+            raise StoreError(f"cannot load {path.relative_to(dest)} as plain weights: {exc}",
+                             hint="the pickle holds more than tensors; re-save the adapter with "
+                             "save_pretrained(..., safe_serialization=True)") from None
+        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor)
+                                                  for t in state.values()):
+            raise StoreError(f"{path.relative_to(dest)} is not a dict of tensors",
+                             hint="re-save the adapter with save_pretrained()")
+        out = path.with_suffix(".safetensors")
+        if not out.exists():
+            save_file({k: t.detach().contiguous().clone() for k, t in state.items()}, str(out),
+                      metadata={"format": "pt"})
+        path.unlink()
+    from store.files import PICKLE_SUFFIXES
+
+    left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*")
+                  if p.name.lower().endswith(PICKLE_SUFFIXES))
+    if left:
+        raise StoreError(f"only adapter_model.bin can be converted; still pickled: "
+                         f"{', '.join(left)}", hint="remove those files or convert them yourself")
+    return dest
+
+
+def export(ref: str = typer.Argument(..., help="The version to export."),
+           dest: Path = typer.Argument(..., help="New (or empty) directory."),
+           fmt: str = typer.Option("peft", "--format", help="peft: the PEFT directory; vllm: the "
+                                   "same, plus the vLLM command line that serves it."),
+           lora_name: Optional[str] = typer.Option(None, "--lora-name",
+                                                   help="Name vLLM serves it under (vllm format; "
+                                                   "default: the adapter name)."),
+           store: Optional[Path] = StoreOpt) -> None:
+    """Copy a version out of the store as a plain PEFT directory."""
+    from store import StoreError
+
+    if fmt not in ("peft", "vllm"):
+        raise StoreError(f"unknown export format {fmt!r}", hint="use --format peft or vllm")
+    s = _store(store)
+    v = s.resolve(ref)
+    config = json.loads((v.path / "adapter_config.json").read_text())
+    if fmt == "vllm" and str(config.get("peft_type", "")).upper() != "LORA":
+        raise StoreError(f"{v.ref} is a {config.get('peft_type') or v.method} adapter; vLLM "
+                         "serves LoRA adapters only", hint="use --format peft for other methods")
+    out = s.export(v.ref, dest).resolve()
+    console = _console()
+    console.print(f"exported {v.ref} to {out}")
+    if fmt == "vllm":
+        name = lora_name or v.name
+        base = config.get("base_model_name_or_path") or v.base or "BASE_MODEL"
+        module = f"{name}={out}"
+        extra = ""
+        rank = int(config.get("r") or 0)
+        if rank > 16:
+            extra = f" --max-lora-rank {next((r for r in VLLM_RANKS if r >= rank), rank)}"
+        if config.get("modules_to_save"):
+            console.print(f"[yellow]note:[/] modules_to_save {config['modules_to_save']} (e.g. a "
+                          "classifier head) are not applied by vLLM")
+        typer.echo(f"--lora-modules {shlex.quote(module)}")
+        typer.echo(f"vllm serve {shlex.quote(base)} --enable-lora --lora-modules "
+                   f"{shlex.quote(module)}{extra}")
+
+
+def verify(ref: Optional[str] = typer.Argument(None, help="One version; default: the store."),
+           as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+    """Re-hash stored files; exit 1 if any is missing or corrupted."""
+    from rich.table import Table
+
+    s = _store(store)
+    problems = s.verify(ref)
+    if as_json:
+        _print_json([p.to_dict() for p in problems])
+    elif not problems:
+        _console().print(f"ok: {ref or s.root} verified, no problems")
+    else:
+        table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
+        for col in ("kind", "path", "message"):
+            table.add_column(col)
+        for p in problems:
+            table.add_row(p.kind, str(p.path), p.message)
+        _console().print(table)
+    if problems:
+        raise SystemExit(1)
+
+
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
+       as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+    """Delete blobs no version uses and debris of crashed writers."""
+    s = _store(store)
+    plan = s.gc(dry_run=True)
+    if as_json:
+        if not dry_run and plan.files:
+            plan = s.gc(dry_run=False)
+        data = plan.to_dict()
+        data["dry_run"] = dry_run
+        _print_json(data)
+        return
+    console = _console()
+    console.print(f"gc plan: {_size(plan.bytes)} in {len(plan.files)} path(s)")
+    for p in plan.files:
+        console.print(f"  {plan.kinds.get(str(p), ''):5} {p}")
+    if dry_run or not plan.files:
+        console.print("dry run: nothing removed" if dry_run else "nothing to remove")
+        return
+    done = s.gc(dry_run=False)
+    console.print(f"removed {len(done.files)} path(s), freed {_size(done.bytes)}")
+
+
+def path(ref: str = typer.Argument(..., help="The version."),
+         store: Optional[Path] = StoreOpt) -> None:
+    """Print the version's PEFT directory."""
+    typer.echo(str(_store(store).path(ref)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("show")(show)
+    app.command("tag")(tag)
+    app.command("untag")(untag)
+    app.command("rm")(rm)
+    app.command("diff")(diff)
+    app.command("import")(import_cmd)
+    app.command("export")(export)
+    app.command("verify")(verify)
+    app.command("gc")(gc)
+    app.command("path")(path)

@@ -1,0 +1,49 @@
+"""The local versioned adapter store. Imports no torch.
+
+    from store import Store
+    s = Store()                       # $ADAPTERS_HOME, else the user data dir
+    v = s.put("out/adapter", "sentiment", lineage={...}, metrics={...})
+    s.tag(v.ref, "prod"); s.resolve("sentiment@prod").path
+"""
+
+from store.core import Store, default_root
+from store.errors import (
+    AliasInUse,
+    AmbiguousRef,
+    DestinationExists,
+    IntegrityError,
+    InvalidAdapterDir,
+    InvalidMetadata,
+    InvalidName,
+    PickleRefused,
+    RefNotFound,
+    StoreError,
+    StoreLocked,
+    StoreVersionError,
+)
+from store.model import GcPlan, Problem, Version
+from store.refs import ParsedRef, check_alias, check_name, parse_ref
+
+__all__ = [
+    "AliasInUse",
+    "AmbiguousRef",
+    "DestinationExists",
+    "GcPlan",
+    "IntegrityError",
+    "InvalidAdapterDir",
+    "InvalidMetadata",
+    "InvalidName",
+    "ParsedRef",
+    "PickleRefused",
+    "Problem",
+    "RefNotFound",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "StoreVersionError",
+    "Version",
+    "check_alias",
+    "check_name",
+    "default_root",
+    "parse_ref",
+]

@@ -1,0 +1,69 @@
+"""Store errors: each says what went wrong and what to do next (``hint``).
+
+Subclasses also subclass the matching builtin (``KeyError``, ``ValueError``) so library users can
+catch what they already know. The CLI prints ``message`` and ``hint`` and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+    def __reduce__(self):  # keep message and hint across pickling (multiprocessing, xdist)
+        return (self.__class__, (self.message, self.hint))
+
+
+class RefNotFound(StoreError, KeyError):
+    """A ref (name, name@n, name@alias, sha256:prefix) that matches no version."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return StoreError.__str__(self)
+
+
+class AmbiguousRef(StoreError, ValueError):
+    """A ``sha256:`` prefix that matches more than one content id."""
+
+
+class InvalidName(StoreError, ValueError):
+    """A name, alias or ref that does not follow the grammar."""
+
+
+class InvalidAdapterDir(StoreError, ValueError):
+    """A directory that is not a PEFT adapter directory the store accepts."""
+
+
+class PickleRefused(InvalidAdapterDir):
+    """A directory holding pickled weights (.bin, .pt, .pth, .pkl, .ckpt)."""
+
+
+class IntegrityError(StoreError):
+    """Stored bytes that no longer match their recorded sha256."""
+
+
+class AliasInUse(StoreError):
+    """A version that still carries aliases, removed without ``force``."""
+
+
+class StoreLocked(StoreError, TimeoutError):
+    """Another process holds the store lock for too long."""
+
+
+class StoreVersionError(StoreError, RuntimeError):
+    """A store written by a newer release of this tool."""
+
+
+class InvalidMetadata(StoreError, TypeError):
+    """Lineage or metrics that cannot be stored as JSON."""
+
+
+class DestinationExists(StoreError, FileExistsError):
+    """An export destination that exists and is not empty."""

@@ -7,7 +7,6 @@ import sys
 
 import typer
 
-from adapters.errors import AdaptersError
 
 app = typer.Typer(
     name="adapters",
@@ -48,12 +47,12 @@ def fail(error: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from store.errors import StoreError
+    from store.errors import HintedError
 
     _register_commands()
     try:
         result = app(args=argv, standalone_mode=False)
-    except (AdaptersError, StoreError) as error:
+    except HintedError as error:
         return fail(error)
     except typer.Abort:
         return 130

@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from adapters.cli import fail
-    from adapters.errors import AdaptersError
+    from store.errors import HintedError
 
     try:
         sys.exit(main())
-    except AdaptersError as error:
+    except HintedError as error:
         sys.exit(fail(error))

@@ -7,17 +7,11 @@ The CLI prints ``message`` and ``hint`` and exits with ``exit_code`` (2 for bad 
 
 from __future__ import annotations
 
+from store.errors import HintedError
 
-class AdaptersError(Exception):
+
+class AdaptersError(HintedError):
     exit_code = 1
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
 
 
 class UsageError(AdaptersError):

@@ -7,8 +7,11 @@ catch what they already know. The CLI prints ``message`` and ``hint`` and exits 
 from __future__ import annotations
 
 
-class StoreError(Exception):
-    exit_code = 2
+class HintedError(Exception):
+    """An error for people: ``message`` says what went wrong, ``hint`` what to do next. The
+    ``adapters`` package builds its own errors on this one too, so the CLI handles both alike."""
+
+    exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -20,6 +23,10 @@ class StoreError(Exception):
 
     def __reduce__(self):  # keep message and hint across pickling (multiprocessing, xdist)
         return (self.__class__, (self.message, self.hint))
+
+
+class StoreError(HintedError):
+    exit_code = 2
 
 
 class RefNotFound(StoreError, KeyError):

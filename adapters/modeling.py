@@ -12,6 +12,9 @@ from adapters.bases import ResolvedBase
 from adapters.errors import BaseModelError, MethodError
 from adapters.quant import DevicePlan, quantization_config
 
+# peft reads a property that transformers 5 deprecated; the warning is peft's to fix, not the user's.
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
 ENCODER_ONLY = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "albert",
                 "mpnet", "modernbert", "camembert"}
 

@@ -126,3 +126,23 @@ def test_oversampling_balances_train(tiny_bert, tmp_path):
     balance = json.loads((result.output_dir / "adapter_manager.json").read_text())["data"]["class_balance"]
     assert balance["train"]["neg"] == balance["train"]["pos"]
     assert balance["train_original"]["neg"] < balance["train_original"]["pos"]
+
+
+def test_prefix_projection_roundtrips_through_the_saved_adapter(tiny_bert, sentiment_csv):
+    """With reparameterization an MLP produces the prefix while training; the saved adapter must
+    score exactly what the trained model scored on the same dev split."""
+    from adapters.scoring import score_adapter
+
+    cfg = tiny_config(tiny_bert, sentiment_csv, method="prefix",
+                      prefix={"num_virtual_tokens": 4, "projection": True, "projection_hidden_size": 16})
+    result = adapters.train(cfg, store=False)
+    rescored = score_adapter(result.output_dir, split="dev")
+    assert rescored["confusion_matrix"] == result.metrics["dev"]["confusion_matrix"]
+    assert abs(rescored["loss"] - result.metrics["dev"]["loss"]) < 1e-4
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_bert, sentiment_csv):
+    plain = adapters.train(tiny_config(tiny_bert, sentiment_csv, training={"batch_size": 8}), store=False)
+    accumulated = adapters.train(tiny_config(tiny_bert, sentiment_csv,
+                                             training={"batch_size": 8, "gradient_accumulation": 2}), store=False)
+    assert accumulated.metrics["steps"] == -(-plain.metrics["steps"] // 2)

@@ -71,6 +71,11 @@ def train(
         print(json.dumps({"name": result.name, "run_id": result.run_id, "output": str(result.output_dir),
                           "ref": result.ref, "digest": result.digest, "metrics": result.metrics}, default=str))
         return
+    data = result.lineage.get("data", {})
+    console.print("rows: " + ", ".join(f"{k} {v}" for k, v in data.get("sizes", {}).items()))
+    for split, counts in data.get("class_balance", {}).items():
+        total = sum(counts.values()) or 1
+        console.print(f"class balance ({split}): " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in counts.items()))
     print_metrics(result.metrics, cfg.name)
     if result.ref:
         console.print(f"stored as [bold]{result.ref}[/] ({result.digest[:19]}…)")

@@ -1,0 +1,358 @@
+"""The hot-swap engine: one resident (quantized) base, many adapters, mixed batches.
+
+LoRA adapters live in one PeftModel around the resident base and are picked per row with peft's
+``adapter_names`` hooks (eval mode only). Prefix adapters never enter peft: peft refuses LoRA and
+prefix adapters on one model, so the engine keeps each prefix as plain virtual key/values and feeds
+them through the cache per row (see ``prefix.py``); those rows run the base with ``__base__``.
+Classifier heads are per adapter over the shared body (see ``heads.py``). So one batch can hold
+rows for LoRA A, LoRA B, prefix P, prefix Q and the bare base, in one forward pass per step.
+
+Thread safety: one re-entrant lock around every model call and every change to the resident set;
+a decode step holds it for one forward pass, so concurrent batches and streams interleave by step.
+Adapters used by a running call are pinned, so eviction or unload never pulls them mid-call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from adapters.errors import UsageError
+from adapters.runtime.cache import FAILED, LOADING, READY, AdapterInfo, CacheFullError, Entry, LRU
+from adapters.runtime.generate import Decoding
+
+BASE = "__base__"
+
+
+class UnknownAdapterError(UsageError, LookupError):
+    """A ref that names no adapter (not in the store, not a directory)."""
+
+
+def directory_resolver(ref: str) -> Path:
+    """The default resolver: a ref is an adapter directory."""
+    path = Path(ref).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise UnknownAdapterError(f"unknown adapter '{ref}'", "pass an adapter directory or a store ref")
+    return path
+
+
+class Engine(Decoding):
+    """One resident base serving many adapters; ``generate``/``classify`` take one adapter per row.
+
+    ``resolver`` maps a ref to an adapter directory (default: the ref is the directory) and raises
+    ``LookupError``/``FileNotFoundError`` (or ``UnknownAdapterError``) for unknown refs. ``preload``
+    refs are loaded before the constructor returns (errors raise). Adapters not resident are loaded
+    on first use; a ref is resolved once while resident (unload it to pick up a moved alias).
+    """
+
+    def __init__(self, base: str, quant: str = "4bit", device: str = "auto", max_adapters: int = 64,
+                 max_bytes: int = 2**30, resolver: Callable[[str], Path] | None = None,
+                 preload: list[str] | None = None, pin_wait_s: float = 30.0):
+        from adapters.bases import resolve_base, weights_fingerprint
+        from adapters.modeling import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
+        from adapters.quant import plan_device
+
+        self.base = resolve_base(base)
+        self.quant = quant
+        self.plan = plan_device(device)
+        self.fingerprint = weights_fingerprint(self.base.path)
+        config = load_config(self.base)
+        # Decoders keep their LM head (generation) and get classifier heads per adapter; encoders
+        # are loaded as their sequence classifier so the body's module paths match the adapters'.
+        self.is_decoder = config.model_type not in ENCODER_ONLY
+        task = "causal-lm" if self.is_decoder else "classification"
+        self.tokenizer = load_tokenizer(self.base, task)
+        self.model, _ = load_base_model(self.base, task, quant, self.plan, config=config,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+        self.model.eval()
+        self.config = self.model.config
+        self.body = getattr(self.model, self.model.base_model_prefix)
+        self.dtype = self.model.get_input_embeddings().weight.dtype
+        if not self.dtype.is_floating_point:
+            self.dtype = self.plan.compute_dtype
+        self.device = self.model.get_input_embeddings().weight.device
+        self.peft = None  # a PeftModel once the first LoRA adapter is resident
+        self._resolve = resolver or directory_resolver
+        self._lock = threading.RLock()
+        # Signalled when a call releases its adapters: a load that found every slot pinned waits
+        # (up to pin_wait_s) for one to free up instead of failing a burst of distinct adapters.
+        self._unpinned = threading.Condition(self._lock)
+        self.pin_wait_s = pin_wait_s
+        self._cache = LRU(max_adapters, max_bytes)
+        self._refs: dict[str, str] = {}  # ref -> internal name
+        self._pending: dict[str, tuple[AdapterInfo, threading.Event]] = {}  # ref -> LOADING
+        self._failed: dict[str, AdapterInfo] = {}  # ref -> FAILED (until retried or unloaded)
+        gen_config = getattr(self.model, "generation_config", None)
+        eos = getattr(gen_config, "eos_token_id", None)
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+        for ref in preload or []:
+            self.load(ref)
+
+    # ---- the resident set ----------------------------------------------------------------------
+    def load(self, ref: str) -> AdapterInfo:
+        """Make ``ref`` resident (a no-op when it is); evicts least recently used adapters to fit."""
+        from adapters.inference import BaseMismatchError
+        from adapters.runtime.files import read_adapter_files
+
+        while True:
+            with self._lock:
+                name = self._refs.get(ref)
+                if name is not None:
+                    self._cache.touch(name)
+                    return self._info(name)
+                pending = self._pending.get(ref)
+                if pending is None:
+                    info = AdapterInfo(ref=ref, state=LOADING)
+                    self._pending[ref] = (info, threading.Event())
+                    self._failed.pop(ref, None)
+                    break
+            pending[1].wait()  # another thread is loading it; then look again
+
+        try:
+            try:
+                path = Path(self._resolve(ref))
+            except UnknownAdapterError:
+                raise
+            except (LookupError, FileNotFoundError) as exc:  # a store resolver's own "not found"
+                raise UnknownAdapterError(f"unknown adapter '{ref}': {exc}", "check the ref") from None
+            if not (path / "adapter_config.json").is_file():
+                raise UnknownAdapterError(f"unknown adapter '{ref}' ({path} is not an adapter directory)",
+                                          "check the ref")
+            files = read_adapter_files(path)
+            if self.fingerprint and files.fingerprint and files.fingerprint != self.fingerprint:
+                raise BaseMismatchError(
+                    f"adapter '{ref}' was trained on other base weights ({files.fingerprint[:19]}…) than this "
+                    f"engine's base '{self.base.id}' ({self.fingerprint[:19]}…)",
+                    "serve it from an engine on its own base")
+            with self._lock:
+                if files.name in self._cache:  # same content already resident under another ref
+                    entry = self._cache.get(files.name)
+                    entry.info.refs.append(ref)
+                    entry.doomed = False  # unloaded while in use, then asked for again: keep it
+                else:
+                    for victim in self._victims(files.bytes):
+                        self._drop(victim)
+                    payload = self._install(files)
+                    entry = Entry(AdapterInfo(ref=ref, state=READY, name=files.name, task=files.task,
+                                              method=files.method, labels=files.labels, bytes=files.bytes,
+                                              path=str(path), refs=[ref]), payload)
+                    self._cache.add(files.name, entry)
+                self._refs[ref] = files.name
+                self._cache.touch(files.name)
+                return self._info(files.name)
+        except UnknownAdapterError:
+            raise
+        except Exception as exc:
+            with self._lock:
+                self._failed[ref] = AdapterInfo(ref=ref, state=FAILED, error=str(exc).splitlines()[0])
+            raise
+        finally:
+            with self._lock:
+                _, done = self._pending.pop(ref)
+            done.set()
+
+    def _victims(self, nbytes: int) -> list[str]:
+        deadline = time.monotonic() + self.pin_wait_s
+        while True:
+            try:
+                return self._cache.victims(nbytes)
+            except CacheFullError:
+                left = deadline - time.monotonic()
+                if nbytes > self._cache.max_bytes or left <= 0:
+                    raise
+                self._unpinned.wait(left)
+
+    def unload(self, ref: str) -> None:
+        """Drop ``ref`` (and every other ref to the same content); deferred while a call uses it."""
+        with self._lock:
+            if self._failed.pop(ref, None) is not None and ref not in self._refs:
+                return
+            name = self._refs.get(ref)
+            if name is None:
+                raise UnknownAdapterError(f"adapter '{ref}' is not loaded", "see engine.adapters()")
+            entry = self._cache.get(name)
+            if entry.pins:
+                entry.doomed = True
+                for r in entry.info.refs:
+                    self._refs.pop(r, None)
+            else:
+                self._drop(name)
+
+    def adapters(self) -> list[AdapterInfo]:
+        with self._lock:
+            return ([info for info, _ in self._pending.values()] + self._cache.snapshot()
+                    + list(self._failed.values()))
+
+    def _info(self, name: str) -> AdapterInfo:
+        from dataclasses import replace
+
+        info = self._cache.get(name).info
+        return replace(info, refs=list(info.refs))
+
+    def _install(self, files) -> dict:
+        """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
+        from adapters.runtime.files import prefix_layers
+        from adapters.runtime.heads import Head
+
+        if files.task == "causal-lm" and not self.is_decoder:
+            raise UsageError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
+                             "serve it from an engine on a decoder base")
+        payload = {"task": files.task, "method": files.method, "prefix": None, "head": None}
+        if files.method == "prefix":
+            cfg = files.peft_config
+            layers = prefix_layers(files.prefix.to(self.device, self.dtype), cfg)
+            expected = self._kv_shape()
+            got = (len(layers), *layers[0][0].shape[::2])
+            if got != expected:
+                raise UsageError(f"prefix adapter {files.path} has (layers, kv heads, head dim) {got}, "
+                                 f"this base needs {expected}", "it was trained on another base")
+            payload["prefix"] = layers
+        if files.task == "classification":
+            payload["head"] = Head(self.config, files.head, files.labels, self.model, self.dtype, self.device)
+        if files.method == "lora":
+            self._add_lora(files)
+        return payload
+
+    def _kv_shape(self) -> tuple[int, int, int]:
+        cfg = self.config.get_text_config()
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return cfg.num_hidden_layers, heads, head_dim
+
+    def _add_lora(self, files) -> None:
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        from adapters.modeling import quiet_loading
+
+        fields = {k: v for k, v in files.peft_config.items() if k in LoraConfig.__dataclass_fields__}
+        # Heads are served by heads.py, so no modules_to_save here; no task type either, so peft
+        # adds no head wrappers of its own to the shared base.
+        fields.update(modules_to_save=None, task_type=None, inference_mode=True)
+        config = LoraConfig(**fields)
+        with quiet_loading():
+            if self.peft is None:
+                self.peft = get_peft_model(self.model, config, adapter_name=files.name)
+            else:
+                self.peft.add_adapter(files.name, config)
+            result = set_peft_model_state_dict(self.peft, files.lora, adapter_name=files.name)
+        self.peft.eval()  # new LoRA modules start in train mode (dropout on, adapter_names refused)
+        unexpected = [k for k in result.unexpected_keys if files.name in k or ".lora_" in k]
+        missing = [k for k in result.missing_keys if f".{files.name}." in k]
+        if unexpected or missing:
+            self.peft.delete_adapter(files.name)
+            raise UsageError(f"LoRA adapter {files.path} does not fit this base "
+                             f"({len(unexpected)} unexpected, {len(missing)} missing weights)",
+                             "it was trained on another base architecture")
+
+    def _drop(self, name: str) -> None:
+        entry = self._cache.pop(name)
+        if entry is None:
+            return
+        for ref in entry.info.refs:
+            if self._refs.get(ref) == name:
+                del self._refs[ref]
+        if entry.payload and entry.payload["method"] == "lora" and self.peft is not None:
+            with warnings.catch_warnings():  # "was active which is now deleted": rows name adapters
+                warnings.simplefilter("ignore")
+                self.peft.delete_adapter(name)
+
+    @contextlib.contextmanager
+    def _pinned(self, refs: list[str | None]):
+        """Resolve each row's adapter (loading it when needed) and hold it resident for the call."""
+        wanted = list(dict.fromkeys(r for r in refs if r not in (None, BASE)))
+        if len(wanted) > self._cache.max_count:
+            raise CacheFullError(f"{len(wanted)} distinct adapters in one call, max_adapters={self._cache.max_count}",
+                                 "split the batch or raise max_adapters")
+        while True:
+            names = {ref: self.load(ref).name for ref in wanted}
+            with self._lock:
+                # An adapter evicted between its load and here (by another thread): load again.
+                if all(name in self._cache for name in names.values()):
+                    entries = [self._cache.get(name) for name in names.values()]
+                    for entry in entries:
+                        entry.pins += 1
+                        self._cache.touch(entry.info.name)
+                    break
+        try:
+            yield [None if r in (None, BASE) else self._cache.get(names[r]) for r in refs]
+        finally:
+            with self._lock:
+                for entry in entries:
+                    entry.pins -= 1
+                    if entry.doomed and entry.pins == 0:
+                        self._drop(entry.info.name)
+                self._unpinned.notify_all()
+
+    # ---- one forward pass over mixed rows ---------------------------------------------------------
+    def _hooks(self, entries):
+        if self.peft is None:
+            return contextlib.nullcontext()
+        names = [e.info.name if e is not None and e.payload["method"] == "lora" else BASE for e in entries]
+        return self.peft.base_model._enable_peft_forward_hooks(adapter_names=names)
+
+    def _prefixes(self, entries) -> tuple[list, list[int]]:
+        prefixes = [e.payload["prefix"] if e is not None else None for e in entries]
+        return prefixes, [0 if p is None else p[0][0].shape[1] for p in prefixes]
+
+    def _pad(self, rows: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[i, sl] = torch.tensor(r, dtype=torch.long)
+            mask[i, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ---- classification --------------------------------------------------------------------------
+    @torch.no_grad()
+    def classify(self, texts: list[str], adapters: list[str], text_pairs: list[str] | None = None) -> list[dict]:
+        """One row per text, each through its own classification adapter; returns
+        ``{"label", "probabilities": {label: p}}`` per row."""
+        from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
+
+        texts, adapters = list(texts), list(adapters)
+        if len(texts) != len(adapters):
+            raise ValueError(f"{len(texts)} texts but {len(adapters)} adapters")
+        if not texts:
+            return []
+        with self._pinned(adapters) as entries:
+            for ref, e in zip(adapters, entries):
+                if e is None or e.payload["task"] != "classification":
+                    raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
+            enc = self.tokenizer(texts, text_pairs, truncation=True)
+            # Decoders read the last real token: pad left; encoders pad right. With explicit
+            # position ids either side gives the unpadded result.
+            ids, mask = self._pad(enc["input_ids"], left=self.is_decoder)
+            extra = {}
+            if "token_type_ids" in enc and not self.is_decoder:
+                extra["token_type_ids"], _ = self._pad(enc["token_type_ids"], left=False)
+                extra["token_type_ids"] = extra["token_type_ids"].masked_fill(mask == 0, 0)
+            prefixes, offsets = self._prefixes(entries)
+            with self._lock:
+                layers, prefix_mask = batch_prefix(prefixes, self._kv_shape()[0], self.dtype, self.device)
+                with self._hooks(entries):
+                    out = self.body(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], 1),
+                                    position_ids=position_ids(mask, offsets), past_key_values=make_cache(layers),
+                                    use_cache=False, **extra)
+                hidden = out.last_hidden_state
+                results: list[dict | None] = [None] * len(texts)
+                groups: dict[str, list[int]] = {}
+                for i, e in enumerate(entries):
+                    groups.setdefault(e.info.name, []).append(i)
+                for rows in groups.values():
+                    head = entries[rows[0]].payload["head"]
+                    idx = torch.tensor(rows, device=self.device)
+                    logits = head.logits(hidden[idx], ids[idx], mask[idx])
+                    for i, p in zip(rows, torch.softmax(logits.float(), dim=-1)):
+                        results[i] = {"label": head.labels[int(p.argmax())],
+                                      "probabilities": {lab: float(v) for lab, v in zip(head.labels, p)}}
+        return results

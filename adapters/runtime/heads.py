@@ -1,0 +1,95 @@
+"""Per-adapter classifier heads over one shared transformer body.
+
+A classification adapter saves its head (``score`` on decoders, ``classifier`` and BERT's pooler on
+encoders) next to its LoRA matrices or prefix. Rather than re-implement every architecture's pooling
+(last non-pad token, [CLS] + pooler + dropout, RoBERTa's dense head ...), each adapter gets the
+architecture's own ``...ForSequenceClassification`` module with its body swapped for a ``_Replay``
+that hands back hidden states the shared body already computed for those rows. The head code that
+runs is transformers' own, so its output matches a single-adapter PeftModel.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from adapters.errors import UsageError
+from adapters.modeling import quiet_loading
+
+
+class _Replay(nn.Module):
+    """Stands in for the body: returns the rows' precomputed hidden states (and, for BERT-style
+    models, applies this adapter's own pooler, which peft saves as part of the head)."""
+
+    def __init__(self, pooler: nn.Module | None):
+        super().__init__()
+        self.pooler = pooler
+        self.hidden: torch.Tensor | None = None
+
+    def forward(self, *args, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+        hidden = self.hidden
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden, pooler_output=pooled)
+
+
+class Head:
+    """One adapter's classifier: ``logits(hidden, input_ids, attention_mask)`` for its rows."""
+
+    def __init__(self, config, state: dict[str, torch.Tensor], labels: list[str] | None, resident: nn.Module,
+                 dtype: torch.dtype, device):
+        from transformers import AutoModelForSequenceClassification
+
+        n_labels = len(labels) if labels else _labels_from_state(state)
+        cfg = copy.deepcopy(config)
+        cfg.num_labels = n_labels
+        cfg.id2label = {i: (labels[i] if labels else str(i)) for i in range(n_labels)}
+        cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+        with torch.device("meta"), quiet_loading():
+            model = AutoModelForSequenceClassification.from_config(cfg)
+        body_name = model.base_model_prefix
+        self.replay = _Replay(getattr(getattr(model, body_name), "pooler", None))
+        setattr(model, body_name, self.replay)
+        # The adapter's head weights; anything it did not save (a pooler left frozen) comes from
+        # the resident base, which loaded it from the checkpoint.
+        resident_state = dict(resident.named_parameters()) | dict(resident.named_buffers())
+        for name, param in list(model.named_parameters()) + list(model.named_buffers()):
+            source = state.get(name)
+            if source is None and ".pooler." in name:
+                source = resident_state.get(name)
+            if source is None or tuple(source.shape) != tuple(param.shape):
+                raise UsageError(f"classifier head weight '{name}' missing or of another shape in the adapter",
+                                 "the adapter does not fit this base; retrain it on this base")
+            _assign(model, name, source.detach().to(device, dtype if source.is_floating_point() else source.dtype))
+        model.eval()
+        self.model = model
+        self.labels = [cfg.id2label[i] for i in range(n_labels)]
+
+    @torch.no_grad()
+    def logits(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.replay.hidden = hidden
+        try:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        finally:
+            self.replay.hidden = None
+
+
+def _labels_from_state(state: dict[str, torch.Tensor]) -> int:
+    # The output layer is the last 2-D weight whose rows are labels: score.weight / classifier.weight.
+    for key in ("score.weight", "classifier.weight", "classifier.out_proj.weight"):
+        if key in state:
+            return state[key].shape[0]
+    raise UsageError("a classification adapter without label names or a recognisable head",
+                     "train it with adapters train, which records the labels")
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if attr in module._parameters:
+        module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        module._buffers[attr] = tensor

@@ -5,13 +5,16 @@
     clf = adapters.load("minilm-l6", result.output_dir)
     clf.predict(["a gripping, beautifully acted film"])
 
+    engine = adapters.Engine("minilm-l6", quant="4bit")   # one base, many adapters, mixed batches
+    engine.classify(["great", "awful"], adapters=["rt-minilm-lora@1", "rt-minilm-prefix@1"])
+
 Heavy libraries load on first use, so ``import adapters`` stays fast.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "TrainConfig", "load_config", "AdaptersError"]
+__all__ = ["train", "load", "Engine", "TrainConfig", "load_config", "AdaptersError"]
 
 from adapters.errors import AdaptersError
 
@@ -21,6 +24,10 @@ def __getattr__(name: str):
         from adapters import api
 
         return getattr(api, name)
+    if name == "Engine":
+        from adapters.runtime import Engine
+
+        return Engine
     if name in ("TrainConfig", "load_config"):
         from adapters import config
 

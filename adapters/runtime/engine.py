@@ -35,17 +35,40 @@ class UnknownAdapterError(UsageError, LookupError):
 
 
 def directory_resolver(ref: str) -> Path:
-    """The default resolver: a ref is an adapter directory."""
+    """A resolver for refs that are adapter directories only."""
     path = Path(ref).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise UnknownAdapterError(f"unknown adapter '{ref}'", "pass an adapter directory or a store ref")
     return path
 
 
+def store_resolver(store_root: str | Path | None = None) -> Callable[[str], Path]:
+    """The default resolver: a store ref (re-hashed before use) or an adapter directory."""
+    from store.errors import RefNotFound
+
+    from adapters.api import adapter_dir
+
+    def resolve(ref: str) -> Path:
+        try:
+            return adapter_dir(ref, store_root)
+        except RefNotFound as exc:
+            raise UnknownAdapterError(exc.message, exc.hint) from None
+
+    return resolve
+
+
+def per_row(adapters: str | None | list, n: int) -> list:
+    """One adapter for every row, or one per row."""
+    if adapters is None or isinstance(adapters, str):
+        return [adapters] * n
+    return list(adapters)
+
+
 class Engine(Decoding):
     """One resident base serving many adapters; ``generate``/``classify`` take one adapter per row.
 
-    ``resolver`` maps a ref to an adapter directory (default: the ref is the directory) and raises
+    ``resolver`` maps a ref to an adapter directory (default: the store at ``store_root``, or a
+    directory path) and raises
     ``LookupError``/``FileNotFoundError`` (or ``UnknownAdapterError``) for unknown refs. ``preload``
     refs are loaded before the constructor returns (errors raise). Adapters not resident are loaded
     on first use; a ref is resolved once while resident (unload it to pick up a moved alias).
@@ -53,7 +76,8 @@ class Engine(Decoding):
 
     def __init__(self, base: str, quant: str = "4bit", device: str = "auto", max_adapters: int = 64,
                  max_bytes: int = 2**30, resolver: Callable[[str], Path] | None = None,
-                 preload: list[str] | None = None, pin_wait_s: float = 30.0):
+                 preload: list[str] | None = None, pin_wait_s: float = 30.0,
+                 store_root: str | Path | None = None):
         from adapters.bases import resolve_base, weights_fingerprint
         from adapters.modeling import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
         from adapters.quant import plan_device
@@ -78,7 +102,7 @@ class Engine(Decoding):
             self.dtype = self.plan.compute_dtype
         self.device = self.model.get_input_embeddings().weight.device
         self.peft = None  # a PeftModel once the first LoRA adapter is resident
-        self._resolve = resolver or directory_resolver
+        self._resolve = resolver or store_resolver(store_root)
         self._lock = threading.RLock()
         # Signalled when a call releases its adapters: a load that found every slot pinned waits
         # (up to pin_wait_s) for one to free up instead of failing a burst of distinct adapters.
@@ -314,12 +338,14 @@ class Engine(Decoding):
 
     # ---- classification --------------------------------------------------------------------------
     @torch.no_grad()
-    def classify(self, texts: list[str], adapters: list[str], text_pairs: list[str] | None = None) -> list[dict]:
-        """One row per text, each through its own classification adapter; returns
-        ``{"label", "probabilities": {label: p}}`` per row."""
+    def classify(self, texts: list[str] | str, adapters: list[str] | str | None = None,
+                 text_pairs: list[str] | None = None, *, adapter: str | None = None) -> list[dict]:
+        """One row per text, each through its own classification adapter (``adapters``, one per
+        row, or ``adapter`` for all); returns ``{"label", "probabilities": {label: p}}`` per row."""
         from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
 
-        texts, adapters = list(texts), list(adapters)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        adapters = per_row(adapter if adapters is None else adapters, len(texts))
         if len(texts) != len(adapters):
             raise ValueError(f"{len(texts)} texts but {len(adapters)} adapters")
         if not texts:

@@ -165,13 +165,17 @@ class Decoding:
                 positions = positions.max(dim=1, keepdim=True).values + 1
                 attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
 
-    def generate(self, prompts: list[str], adapters: list[str | None], max_new_tokens=64, temperature=0.0,
+    def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None,
+                 max_new_tokens=64, temperature=0.0,
                  top_p=1.0, seed=None, stop=None, raw: bool = False, logprobs: bool = False
                  ) -> list[GenerationResult]:
         """Complete each prompt with its row's adapter (None or "__base__": the bare base) in one
         batch. Options are a scalar or one value per row. ``raw`` skips the chat template;
         ``logprobs`` records each generated token's log-probability."""
-        prompts, adapters = list(prompts), list(adapters)
+        from adapters.runtime.engine import per_row
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        adapters = per_row(adapters, len(prompts))
         if len(prompts) != len(adapters):
             raise ValueError(f"{len(prompts)} prompts but {len(adapters)} adapters")
         if not prompts:

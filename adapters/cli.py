@@ -25,9 +25,11 @@ def _register_commands() -> None:
     if _registered:
         return
     from adapters import cli_store, cli_train
+    from adapters.server import cli as server_cli
 
     cli_train.register(app)
     cli_store.register(app)
+    server_cli.register(app)
     _registered = True
 
 

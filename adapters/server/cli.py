@@ -1,0 +1,137 @@
+"""``adapters serve``: load a base, preload adapters, run the HTTP server (uvicorn).
+
+Settings come from ``--config FILE`` (YAML, see configs/serve-smollm2.yaml), then the flags given
+on the command line override them. The API key is best passed as ``ADAPTERS_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class LimitsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_prompt_chars: int = Field(32_000, ge=1)
+    max_prompt_tokens: int = Field(2048, ge=1)
+    max_tokens: int = Field(512, ge=1)
+    default_max_tokens: int = Field(128, ge=1)
+    max_batch_size: int = Field(16, ge=1)
+    max_wait_ms: float = Field(10.0, ge=0)
+    max_queue: int = Field(256, ge=1)
+    max_streams: int = Field(32, ge=1)
+    workers: int = Field(1, ge=1)
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str
+    quant: Literal["4bit", "8bit", "none"] = "4bit"
+    device: str = "auto"
+    adapters: list[str] = Field(default_factory=list, description="store refs to preload")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: Optional[str] = None
+    store: Optional[str] = None
+    served_name: Optional[str] = None
+    max_adapters: int = Field(64, ge=1)
+    max_bytes: int = Field(2**30, ge=1)
+    log_level: str = "info"
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
+    from adapters.config import read_yaml
+    from adapters.errors import ConfigError
+
+    raw: dict[str, Any] = dict(read_yaml(path)) if path else {}
+    limits = dict(raw.get("limits") or {})
+    for key, value in overrides.items():
+        if value is None or value == []:
+            continue
+        if key in LimitsConfig.model_fields:
+            limits[key] = value
+        else:
+            raw[key] = value
+    raw["limits"] = limits
+    if not raw.get("base"):
+        raise ConfigError("no base model to serve", "pass --base NAME or a --config file with `base:`")
+    try:
+        return ServeConfig(**raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise ConfigError(f"invalid serve config{f' {path}' if path else ''}: {problems}",
+                          "see configs/serve-smollm2.yaml for every key") from None
+
+
+def build(cfg: ServeConfig):
+    """The engine (adapters preloaded) and the app for a config."""
+    from adapters.errors import UsageError
+    from adapters.runtime import Engine
+    from adapters.server.app import Limits, create_app, looks_like_path, store_resolver
+
+    for ref in cfg.adapters:
+        if looks_like_path(ref):
+            raise UsageError(f"--adapter '{ref}' looks like a path; the server loads adapters by store ref only",
+                             "store it first: `adapters import DIR NAME`, then pass NAME")
+    engine = Engine(cfg.base, quant=cfg.quant, device=cfg.device, max_adapters=cfg.max_adapters,
+                    max_bytes=cfg.max_bytes, resolver=store_resolver(cfg.store), store_root=cfg.store)
+    for ref in cfg.adapters:
+        try:
+            engine.load(ref)
+        except UsageError:
+            raise
+        except Exception as exc:
+            message = getattr(exc, "message", str(exc))
+            raise UsageError(f"cannot preload adapter '{ref}': {message}",
+                             getattr(exc, "hint", None) or "check `adapters list`") from None
+    limits = Limits(**{f.name: getattr(cfg.limits, f.name) for f in fields(Limits)})
+    app = create_app(engine, api_key=cfg.api_key, limits=limits, store_root=cfg.store, served_name=cfg.served_name)
+    return engine, app
+
+
+def serve(
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: a built-in name, a directory or an HF id."),
+    adapter: list[str] = typer.Option([], "--adapter", "-a", help="A store ref to preload (repeatable)."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="4bit | 8bit | none (default 4bit)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default auto)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY", show_envvar=True,
+                                          help="Require 'Authorization: Bearer KEY' on /v1."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A serve config (YAML)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+                                         "the user data dir).", show_default=False),
+    served_name: Optional[str] = typer.Option(None, "--served-name", help="The base's model name in the API."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens one completion may generate."),
+    max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", help="Longest prompt in tokens."),
+    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Rows per engine call."),
+    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="How long a batch waits to fill."),
+    max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Rows waiting before 503s."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default info)."),
+) -> None:
+    """Serve adapters over an OpenAI-compatible HTTP API (one resident base, many adapters)."""
+    import uvicorn
+
+    overrides = {"base": base, "adapters": list(adapter), "quant": quant, "device": device, "host": host,
+                 "port": port, "api_key": api_key or os.environ.get("ADAPTERS_API_KEY") or None,
+                 "store": str(store) if store else None, "served_name": served_name, "max_tokens": max_tokens,
+                 "max_prompt_tokens": max_prompt_tokens, "max_batch_size": max_batch_size,
+                 "max_wait_ms": max_wait_ms, "max_queue": max_queue, "log_level": log_level}
+    cfg = load_config(config, overrides)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        typer.echo(f"warning: binding {cfg.host} without an API key; anyone who can reach it can use it "
+                   "(set ADAPTERS_API_KEY)", err=True)
+    _, app = build(cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

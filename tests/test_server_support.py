@@ -1,0 +1,142 @@
+"""Shared helpers for the server tests (no tests here): tiny adapters in a store of their own, and a
+real uvicorn server on 127.0.0.1 (a free port) in a background thread over the real Engine.
+
+One server is started per test process and shared by the server test modules (the engine and the
+adapters take a few seconds to build); it has its own store root, independent of $ADAPTERS_HOME.
+"""
+
+from __future__ import annotations
+
+import atexit
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import adapters
+from conftest import tiny_config
+
+API_KEY = "sk-test-key"
+CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 64}
+
+
+def perturb(adapter_dir: Path, seed: int, scale: float = 0.3) -> None:
+    """Noise on the LoRA B matrices (prefixes: a scale), so each adapter moves the logits far from
+    the base and from the others (2 training steps barely move them) and any mix-up shows."""
+    from safetensors.torch import load_file, save_file
+
+    path = adapter_dir / "adapter_model.safetensors"
+    state = load_file(str(path))
+    g = torch.Generator().manual_seed(2000 + seed)
+    for key, tensor in state.items():
+        if ".lora_B." in key:
+            state[key] = tensor + scale * torch.randn(tensor.shape, generator=g)
+        elif key == "prompt_embeddings":
+            state[key] = tensor * (1.5 + 0.2 * seed)
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+def train_into_store(root: Path, name: str, base: Path, data: Path, seed: int, /, **over) -> str:
+    """Train a tiny adapter (2 steps), perturb it, store it as ``name`` in ``root``; returns the ref."""
+    from store import Store
+
+    training = {"epochs": 1, "batch_size": 8, "max_steps": 2, "learning_rate": 1e-2, "seed": 0, "log_every": 1}
+    cfg = tiny_config(base, data, name=name, training=training, **over)
+    work = root.parent / f"work-{name}"
+    result = adapters.train(cfg, output=work / "adapter", run_dir=work / "run", store=False, store_root=root)
+    perturb(Path(result.output_dir), seed)
+    with Store(root) as s:
+        return s.put(result.output_dir, name, lineage=result.lineage, metrics=result.metrics).ref
+
+
+def serve_in_thread(app, *, timeout: float = 60.0):
+    """Run ``app`` under uvicorn on 127.0.0.1 (a free port, bound here: no race) in a thread."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # log_config=None: server errors reach pytest's log capture of the running test.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None,
+                            timeout_keep_alive=30, timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return port, stop
+
+
+@dataclass
+class Served:
+    engine: object
+    app: object
+    port: int
+    root: Path
+    refs: dict[str, str]  # role -> store ref
+    base_name: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def server(self):
+        return self.app.state.server
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+    def openai(self, **kw):
+        from openai import OpenAI
+
+        kw.setdefault("api_key", API_KEY)
+        return OpenAI(base_url=f"{self.url}/v1", max_retries=0, timeout=60, **kw)
+
+
+_SHARED: dict[str, Served] = {}
+_LOCK = threading.Lock()
+
+
+def shared_server(tmp_path_factory, tiny_llama: Path, tiny_bert: Path, chat_jsonl: Path,
+                  sentiment_csv: Path) -> Served:
+    """The process-wide test server over tiny Llama: chat adapters A and B (LoRA), P (prefix), a
+    sentiment classifier (LoRA) and a classifier trained on tiny BERT (another base)."""
+    with _LOCK:
+        if "main" in _SHARED:
+            return _SHARED["main"]
+        from adapters.runtime import Engine
+        from adapters.server import Limits, create_app, store_resolver
+
+        root = tmp_path_factory.mktemp("server") / "store"
+        chat = {"task": "causal-lm", "data": {"source": str(chat_jsonl), **CHAT}}
+        refs = {
+            "A": train_into_store(root, "chat-a", tiny_llama, chat_jsonl, 1, **chat),
+            "B": train_into_store(root, "chat-b", tiny_llama, chat_jsonl, 2, lora={"r": 4, "alpha": 8}, **chat),
+            "P": train_into_store(root, "chat-p", tiny_llama, chat_jsonl, 3, method="prefix",
+                                  prefix={"num_virtual_tokens": 4}, **chat),
+            "cls": train_into_store(root, "sentiment", tiny_llama, sentiment_csv, 4),
+            "bert": train_into_store(root, "bert-sentiment", tiny_bert, sentiment_csv, 5),
+        }
+        engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root), store_root=root)
+        limits = Limits(max_prompt_chars=2000, max_prompt_tokens=128, max_tokens=24, default_max_tokens=8,
+                        max_batch_size=16, max_wait_ms=20, max_queue=512, max_streams=16)
+        app = create_app(engine, api_key=API_KEY, limits=limits, store_root=root, served_name="tiny-llama")
+        port, stop = serve_in_thread(app)
+        atexit.register(stop)
+        served = Served(engine, app, port, root, refs, "tiny-llama")
+        _SHARED["main"] = served
+        return served

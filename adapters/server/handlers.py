@@ -1,0 +1,400 @@
+"""The request handling behind the routes, kept apart from the FastAPI wiring in ``app.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.server.batcher import Batcher
+from adapters.server.errors import invalid, not_found, translate
+from adapters.server.limits import Limits
+from adapters.server.metrics import Metrics
+from adapters.server.refs import looks_like_path
+from adapters.server.schemas import (
+    AdapterStatus,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassifyResult,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from adapters.server.streaming import Streaming, include_usage
+
+BASE_ROW = None  # the engine's adapter value for "no adapter"
+
+
+@dataclass
+class Row:
+    prompt: str
+    adapter: str | None
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: list[str]
+
+    def __post_init__(self):
+        # Temperatures near 0 overflow the logits and a top_p under float32's range keeps no token;
+        # both limits are greedy decoding, which is what they get.
+        if self.temperature < 1e-5 or self.top_p < 1e-6:
+            self.temperature, self.top_p = 0.0, 1.0
+
+
+class Server(Streaming):
+    """The request handling behind the routes (kept apart from FastAPI wiring)."""
+
+    def __init__(self, engine, limits: Limits, store_root, served_name: str | None, metrics: Metrics):
+        self.engine = engine
+        self.limits = limits
+        self.store_root = store_root
+        self.metrics = metrics
+        base_id = engine.base.id
+        self.base_name = served_name or (base_id if getattr(engine.base, "builtin", False) else Path(base_id).name)
+        self.base_names = {self.base_name, base_id, "__base__"}
+        self.created = int(time.time())
+        # The engine's tokenizer is used from its worker threads; count tokens with a copy so the
+        # event loop never touches a tokenizer another thread is using.
+        try:
+            self.tokenizer = copy.deepcopy(engine.tokenizer)
+        except Exception:  # pragma: no cover - tokenizers that cannot be copied
+            self.tokenizer = engine.tokenizer
+        config = engine.config.get_text_config() if hasattr(engine.config, "get_text_config") else engine.config
+        self.context = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        self.batcher = Batcher(self._run, max_batch_size=limits.max_batch_size, max_wait_ms=limits.max_wait_ms,
+                               max_queue=limits.max_queue, workers=limits.workers,
+                               on_batch=self._on_batch, on_wait=lambda k, s: metrics.queue_wait.labels(k).observe(s))
+        self._streams = 0
+        self._resident = 0
+        self._stream_executor: ThreadPoolExecutor | None = None
+        self._control = ThreadPoolExecutor(8, thread_name_prefix="adapters-control")  # loads, listings
+        self._lineage: dict[tuple[str, str | None], dict] = {}
+        self._virtual: dict[str, int] = {}  # ref -> prefix virtual tokens (they take positions)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self._stream_executor = ThreadPoolExecutor(self.limits.max_streams, thread_name_prefix="adapters-stream")
+        await self._thread(self._observe)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self._control.shutdown(wait=False, cancel_futures=True)
+        if self._stream_executor is not None:
+            self._stream_executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+    def count(self, scope: dict, status: int, seconds: float) -> None:
+        endpoint = getattr(scope.get("route"), "path", None) or "other"  # route templates only: bounded labels
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint).observe(seconds)
+        self.metrics.queued.set(self.batcher.queued_rows)
+
+    def _observe(self) -> None:
+        infos = self.engine.adapters()
+        self._resident = sum(1 for i in infos if i.state == "READY")
+        self.metrics.observe_resident(infos)
+
+    def _on_batch(self, kind: str, rows: int, adapters: int, seconds: float) -> None:
+        self.metrics.observe_batch(kind, rows, adapters, seconds)
+        self._observe()
+
+    def health(self) -> Health:
+        ok = self.batcher.alive
+        return Health(status="ok" if ok else "degraded", base=self.base_name, queued_rows=self.batcher.queued_rows,
+                      active_streams=self._streams, resident_adapters=self._resident)
+
+    async def _thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._control, fn, *args)
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+    # ---- adapters ----------------------------------------------------------------------------------
+    def adapter_for(self, model: str) -> str | None:
+        """The engine's adapter value for a request's ``model``: None for the base, else the ref."""
+        if model in self.base_names:
+            return BASE_ROW
+        if looks_like_path(model):
+            raise invalid(f"model '{model}' looks like a filesystem path; name an adapter by its store ref "
+                          "(name, name@3, name@alias, sha256:<hex>) or the base by its name "
+                          f"('{self.base_name}')", "path_not_allowed", "model")
+        return model
+
+    async def ensure(self, ref: str):
+        """Make ``ref`` resident (off the event loop) and return its AdapterInfo."""
+        try:
+            info = await self._thread(self._load, ref)
+        except Exception as exc:
+            raise translate(exc) from None
+        return info
+
+    def _load(self, ref: str):
+        info = self.engine.load(ref)
+        self._observe()
+        if ref not in self._virtual:
+            self._virtual[ref] = _virtual_tokens(info)
+        return info
+
+    def _lineage_of(self, ref: str, content: str | None) -> dict:
+        """Store facts for a resident ref, cached per (ref, resident content): an alias moved and
+        reloaded shows its new version."""
+        got = self._lineage.get((ref, content))
+        if got is None:
+            from store import Store
+
+            try:
+                with Store(self.store_root) as s:
+                    v = s.resolve(ref)
+                    got = {"version": v.ref, "digest": v.digest, "created": v.created, "lineage": dict(v.lineage)}
+            except Exception:
+                got = {}
+            self._lineage[(ref, content)] = got
+        return got
+
+    def _status(self, ref: str, info) -> AdapterStatus:
+        lin = self._lineage_of(ref, info.name)
+        return AdapterStatus(adapter=ref, state=info.state, task=info.task, method=info.method, labels=info.labels,
+                             bytes=info.bytes, version=lin.get("version"), digest=lin.get("digest"))
+
+    async def load(self, ref: str) -> AdapterStatus:
+        self._check_ref(ref)
+        info = await self.ensure(ref)
+        return await self._thread(self._status, ref, info)
+
+    async def unload(self, ref: str) -> AdapterStatus:
+        self._check_ref(ref)
+
+        def work():
+            infos = {r: i for i in self.engine.adapters() for r in (i.refs or [i.ref])}
+            info = infos.get(ref)
+            if info is None or info.state == "LOADING":
+                raise not_found(f"adapter '{ref}' is not loaded", "adapter_not_loaded")
+            if info.name:
+                self.metrics.expect_unload({info.name})
+            self.engine.unload(ref)
+            self._observe()
+            for key in list(self._lineage):  # a copy: control threads may add entries meanwhile
+                if key[0] == ref:
+                    self._lineage.pop(key, None)
+            self._virtual.pop(ref, None)
+            return AdapterStatus(adapter=ref, state="UNLOADED", task=info.task, method=info.method,
+                                 labels=info.labels, bytes=info.bytes)
+
+        try:
+            return await self._thread(work)
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def _check_ref(self, ref: str) -> None:
+        if looks_like_path(ref):
+            raise invalid(f"'{ref}' looks like a filesystem path; adapters are loaded by store ref only "
+                          "(name, name@3, name@alias, sha256:<hex>)", "path_not_allowed", "adapter")
+        if ref in self.base_names:
+            raise invalid(f"'{ref}' is the base model, not an adapter", "not_an_adapter", "adapter")
+
+    async def models(self) -> ModelList:
+        def work() -> ModelList:
+            cards = [ModelCard(id=self.base_name, created=self.created, root=self.engine.base.id, parent=None,
+                               state="READY", task="causal-lm" if self.engine.is_decoder else "encoder")]
+            for info in self.engine.adapters():
+                if info.state == "FAILED":
+                    continue
+                for ref in info.refs or [info.ref]:
+                    lin = self._lineage_of(ref, info.name)
+                    cards.append(ModelCard(
+                        id=ref, created=_epoch(lin.get("created")) or self.created, root=ref, parent=self.base_name,
+                        state=info.state, task=info.task, method=info.method, labels=info.labels, bytes=info.bytes,
+                        version=lin.get("version"), digest=lin.get("digest"), lineage=lin.get("lineage")))
+            return ModelList(data=cards)
+
+        return await self._thread(work)
+
+    # ---- validation ----------------------------------------------------------------------------------
+    def _max_tokens(self, requested: int | None, default: int) -> int:
+        n = default if requested is None else requested
+        if n > self.limits.max_tokens:
+            raise invalid(f"max_tokens={n} is over this server's limit of {self.limits.max_tokens}",
+                          "max_tokens_exceeded", "max_tokens")
+        return n
+
+    def _check_prompt(self, text: str, adapter: str | None, new_tokens: int, param: str,
+                      special: bool = False) -> int:
+        if len(text) > self.limits.max_prompt_chars:
+            raise invalid(f"the prompt has {len(text)} characters; this server's limit is "
+                          f"{self.limits.max_prompt_chars}", "prompt_too_long", param)
+        n = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        if n == 0:
+            raise invalid("the prompt is empty (no tokens)", "empty_prompt", param)
+        limit = self.limits.max_prompt_tokens
+        if n > limit:
+            raise invalid(f"the prompt has {n} tokens; this server's limit is {limit}", "prompt_too_long", param)
+        if self.context:
+            virtual = self._virtual.get(adapter, 0) if adapter else 0
+            if n + new_tokens + virtual > self.context:
+                raise invalid(f"the prompt ({n} tokens) plus max_tokens ({new_tokens}) is over the base's context "
+                              f"length of {self.context - virtual} tokens", "context_length_exceeded", param)
+        return n
+
+    def _stops(self, stop) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4:
+            raise invalid("at most 4 stop strings", "invalid_stop", "stop")
+        return [s for s in stops if s]
+
+    def _unsupported(self, body) -> None:
+        if body.logprobs not in (None, False, 0):
+            raise invalid("logprobs are not supported by this server", "unsupported", "logprobs")
+        if getattr(body, "echo", False):
+            raise invalid("echo is not supported by this server", "unsupported", "echo")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(body, name) not in (None, 0, 0.0):
+                raise invalid(f"{name} is not supported by this server", "unsupported", name)
+
+    async def _generation_adapter(self, model: str) -> str | None:
+        adapter = self.adapter_for(model)
+        if not self.engine.is_decoder:
+            raise invalid(f"the base '{self.base_name}' is an encoder: it cannot generate text; use /v1/classify",
+                          "not_a_generator", "model")
+        if adapter is not None:
+            info = await self.ensure(adapter)
+            if info.task != "causal-lm":
+                raise invalid(f"'{model}' is a {info.task} adapter, not a text generator; use /v1/classify",
+                              "wrong_task", "model")
+        return adapter
+
+    # ---- chat and completions ---------------------------------------------------------------------------
+    def chat_prompt(self, messages) -> str:
+        from adapters.batching import format_prompt
+
+        turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+        if len(turns) == 1 and turns[0]["role"] == "user":
+            return format_prompt(self.tokenizer, turns[0]["content"])  # what the adapters were trained on
+        if getattr(self.tokenizer, "chat_template", None):
+            try:
+                return self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+            except Exception as exc:
+                raise invalid(f"the base's chat template refused these messages: {exc}", "invalid_messages",
+                              "messages") from None
+        return format_prompt(self.tokenizer, "\n".join(f"{t['role']}: {t['content']}" for t in turns))
+
+    async def chat(self, body: ChatCompletionRequest):
+        self._unsupported(body)
+        adapter = await self._generation_adapter(body.model)
+        new = self._max_tokens(body.max_completion_tokens or body.max_tokens, self.limits.default_max_tokens)
+        prompt = self.chat_prompt(body.messages)
+        used = self._check_prompt(prompt, adapter, new, "messages")
+        row = Row(prompt, adapter, new, body.temperature, body.top_p, body.seed, self._stops(body.stop))
+        if body.stream:
+            self._stream_checks(body, 1)
+            return await self._stream(row, body.model, used, chat=True, usage=include_usage(body))
+        results = await self._submit("generate", adapter, _choices(row, body.n))
+        choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
+                   for i, r in enumerate(results)]
+        out = sum(r.tokens for r in results)
+        self.metrics.tokens.inc(out)
+        return ChatCompletionResponse(id=self._id("chatcmpl"), created=int(time.time()), model=body.model,
+                                      choices=choices, usage=Usage(prompt_tokens=used, completion_tokens=out,
+                                                                   total_tokens=used + out))
+
+    async def complete(self, body: CompletionRequest):
+        self._unsupported(body)
+        adapter = await self._generation_adapter(body.model)
+        new = self._max_tokens(body.max_tokens, 16)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        if not prompts:
+            raise invalid("prompt: an empty list", "empty_prompt", "prompt")
+        stops = self._stops(body.stop)
+        used, rows = 0, []
+        for p in prompts:
+            used += self._check_prompt(p, adapter, new, "prompt")
+            rows += _choices(Row(p, adapter, new, body.temperature, body.top_p, body.seed, stops), body.n)
+        if body.stream:
+            self._stream_checks(body, len(prompts))
+            return await self._stream(rows[0], body.model, used, chat=False, usage=include_usage(body))
+        results = await self._submit("generate", adapter, rows)
+        choices = [CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason) for i, r in enumerate(results)]
+        out = sum(r.tokens for r in results)
+        self.metrics.tokens.inc(out)
+        return CompletionResponse(id=self._id("cmpl"), created=int(time.time()), model=body.model, choices=choices,
+                                  usage=Usage(prompt_tokens=used, completion_tokens=out, total_tokens=used + out))
+
+    async def _submit(self, kind: str, adapter: str | None, rows: list) -> list:
+        if len(rows) > self.limits.max_batch_size:
+            raise invalid(f"{len(rows)} rows in one request (prompts x n); this server's limit is "
+                          f"{self.limits.max_batch_size}", "too_many_inputs")
+        try:
+            return await self.batcher.submit(kind, adapter, rows)
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def _run(self, kind: str, rows: list) -> list:
+        """In a batch worker thread: one engine call for rows of many adapters."""
+        if kind == "classify":
+            return self.engine.classify([r[0] for r in rows], [r[1] for r in rows])
+        return self.engine.generate(
+            [r.prompt for r in rows], [r.adapter for r in rows], max_new_tokens=[r.max_new_tokens for r in rows],
+            temperature=[r.temperature for r in rows], top_p=[r.top_p for r in rows], seed=[r.seed for r in rows],
+            stop=[list(r.stop) for r in rows], raw=True)
+
+    # ---- classification ------------------------------------------------------------------------------------
+    async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
+        adapter = self.adapter_for(body.model)
+        if adapter is None:
+            raise invalid(f"'{body.model}' is the base model; name a classification adapter", "wrong_task", "model")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise invalid("input: an empty list", "empty_input", "input")
+        info = await self.ensure(adapter)
+        if info.task != "classification":
+            raise invalid(f"'{body.model}' is a {info.task} adapter, not a classifier", "wrong_task", "model")
+        used = sum(self._check_prompt(t, adapter, 0, "input", special=True) for t in texts)
+        results = await self._submit("classify", adapter, [(t, adapter) for t in texts])
+        data = [ClassifyResult(index=i, label=r["label"], probabilities=r["probabilities"])
+                for i, r in enumerate(results)]
+        return ClassifyResponse(id=self._id("cls"), created=int(time.time()), model=body.model, data=data,
+                                usage=Usage(prompt_tokens=used, total_tokens=used))
+
+
+def _choices(row: Row, n: int) -> list[Row]:
+    """``n`` rows for one prompt; seeded sampling gets seed, seed+1, ... so choices differ."""
+    if n == 1 or row.seed is None:
+        return [row] * n
+    from dataclasses import replace
+
+    return [replace(row, seed=(row.seed + i) % (2**63)) for i in range(n)]
+
+
+def _epoch(iso: str | None) -> int | None:
+    if not iso:
+        return None
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def _virtual_tokens(info) -> int:
+    """A prefix adapter's virtual tokens (they shift positions), read from its config."""
+    if info.method != "prefix" or not info.path:
+        return 0
+    try:
+        cfg = json.loads((Path(info.path) / "adapter_config.json").read_text())
+        return int(cfg.get("num_virtual_tokens") or 0)
+    except (OSError, ValueError):
+        return 0

@@ -95,8 +95,10 @@ def test_classification_and_generation_share_one_body(llama_engine, gen_adapters
 def test_stream_pieces_join_to_the_generated_text(llama_engine, gen_adapters):
     adapter = str(gen_adapters["B"])
     full = llama_engine.generate([PROMPTS[0]], [adapter], max_new_tokens=10)[0]
-    pieces = list(llama_engine.stream(PROMPTS[0], adapter, max_new_tokens=10))
+    stream = llama_engine.stream(PROMPTS[0], adapter, max_new_tokens=10)
+    pieces = list(stream)
     assert len(pieces) > 1 and "".join(pieces) == full.text
+    assert (stream.finish_reason, stream.tokens) == (full.finish_reason, full.tokens)
     # A stop string cuts the text before it, in both APIs.
     if len(full.text) > 3:
         stop = full.text[2:4]
@@ -117,6 +119,11 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(llama_engine, gen
     assert [r.token_ids for r in other] != [r.token_ids for r in first]
     streamed = "".join(llama_engine.stream(PROMPTS[1], rows[1], seed=2, **kw))
     assert streamed == alone.text
+    # A temperature or top_p too small to compute with is greedy decoding, not NaNs.
+    greedy = llama_engine.generate(PROMPTS[:2], rows[:2], max_new_tokens=6)
+    tiny = llama_engine.generate(PROMPTS[:2], rows[:2], max_new_tokens=6, temperature=[1e-30, 1.0],
+                                 top_p=[1.0, 1e-9], seed=7)
+    assert [r.token_ids for r in tiny] == [r.token_ids for r in greedy]
 
 
 def test_base_rows_are_the_bare_base(llama_engine, tiny_llama, gen_adapters):

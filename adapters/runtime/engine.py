@@ -222,11 +222,12 @@ class Engine(Decoding):
 
     def _install(self, files) -> dict:
         """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
+        from adapters.inference import BaseMismatchError
         from adapters.runtime.files import prefix_layers
         from adapters.runtime.heads import Head
 
         if files.task == "causal-lm" and not self.is_decoder:
-            raise UsageError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
+            raise BaseMismatchError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
                              "serve it from an engine on a decoder base")
         payload = {"task": files.task, "method": files.method, "prefix": None, "head": None}
         if files.method == "prefix":
@@ -235,7 +236,7 @@ class Engine(Decoding):
             expected = self._kv_shape()
             got = (len(layers), *layers[0][0].shape[::2])
             if got != expected:
-                raise UsageError(f"prefix adapter {files.path} has (layers, kv heads, head dim) {got}, "
+                raise BaseMismatchError(f"prefix adapter {files.path} has (layers, kv heads, head dim) {got}, "
                                  f"this base needs {expected}", "it was trained on another base")
             payload["prefix"] = layers
         if files.task == "classification":
@@ -253,6 +254,7 @@ class Engine(Decoding):
     def _add_lora(self, files) -> None:
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
+        from adapters.inference import BaseMismatchError
         from adapters.modeling import quiet_loading
 
         fields = {k: v for k, v in files.peft_config.items() if k in LoraConfig.__dataclass_fields__}
@@ -271,7 +273,7 @@ class Engine(Decoding):
         missing = [k for k in result.missing_keys if f".{files.name}." in k]
         if unexpected or missing:
             self.peft.delete_adapter(files.name)
-            raise UsageError(f"LoRA adapter {files.path} does not fit this base "
+            raise BaseMismatchError(f"LoRA adapter {files.path} does not fit this base "
                              f"({len(unexpected)} unexpected, {len(missing)} missing weights)",
                              "it was trained on another base architecture")
 

@@ -54,8 +54,13 @@ def row_specs(n: int, max_new_tokens, temperature, top_p, seed, stop) -> list[Ro
             raise ValueError("max_new_tokens must be at least 1")
         if float(t) < 0 or not 0 < float(p) <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+        t, p = float(t), float(p)
+        if t < 1e-5 or p < 1e-6:
+            # Temperatures near 0 overflow the scaled logits and a top_p below float32's resolution
+            # keeps no token; the limit of both is greedy decoding, which is what such rows get.
+            t, p = 0.0, 1.0
         stops = [st] if isinstance(st, str) else list(st or [])
-        specs.append(RowSpec(int(m), float(t), float(p), None if s is None else int(s), [x for x in stops if x]))
+        specs.append(RowSpec(int(m), t, p, None if s is None else int(s), [x for x in stops if x]))
     return specs
 
 
@@ -213,24 +218,34 @@ class Decoding:
         return results
 
     def stream(self, prompt: str, adapter: str | None = None, max_new_tokens=64, temperature=0.0, top_p=1.0,
-               seed=None, stop=None, raw: bool = False) -> Iterator[str]:
-        """Yield the completion's text piece by piece; the pieces join to ``generate``'s text."""
-        spec = row_specs(1, max_new_tokens, temperature, top_p, seed, stop)
+               seed=None, stop=None, raw: bool = False) -> "TextStream":
+        """Yield the completion's text piece by piece; the pieces join to ``generate``'s text. Once
+        exhausted, the stream's ``finish_reason`` ("stop" or "length") and ``tokens`` are set."""
+        spec = row_specs(1, max_new_tokens, temperature, top_p, seed, stop)[0]
+        out = TextStream()
+        out._pieces = self._stream_pieces(prompt, adapter, spec, raw, out)
+        return out
+
+    def _stream_pieces(self, prompt, adapter, spec: RowSpec, raw: bool, out: "TextStream") -> Iterator[str]:
         tokens: list[int] = []
         shown = ""
-        steps = self._steps([prompt], [adapter], spec, raw)
+        steps = self._steps([prompt], [adapter], [spec], raw)
+        out.finish_reason = "length"
         try:
             for (token,), _ in steps:
                 if token is None or token in self.eos_ids:
+                    out.finish_reason = "stop"
                     break
                 tokens.append(token)
+                out.tokens = len(tokens)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                cut = find_stop(text, spec[0].stop) if spec[0].stop else None
+                cut = find_stop(text, spec.stop) if spec.stop else None
                 if cut is not None:
+                    out.finish_reason = "stop"
                     if cut > len(shown):
                         yield text[len(shown):cut]
                     return
-                visible = safe_prefix(text, spec[0].stop)
+                visible = safe_prefix(text, spec.stop)
                 if len(visible) > len(shown):
                     yield visible[len(shown):]
                     shown = visible
@@ -239,3 +254,22 @@ class Decoding:
                 yield text[len(shown):]
         finally:
             steps.close()  # unpins the adapter when the consumer stops early
+
+
+class TextStream:
+    """The iterator ``Engine.stream`` returns: text pieces, then ``finish_reason`` and ``tokens``."""
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None  # set when the stream ends
+        self.tokens = 0  # generated tokens so far
+        self._pieces: Iterator[str] = iter(())
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        """Stop generating (and unpin the adapter) before the end."""
+        self._pieces.close()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from adapters.errors import UsageError
+from adapters.inference import BaseMismatchError
 from adapters.modeling import quiet_loading
 
 
@@ -61,7 +62,7 @@ class Head:
             if source is None and ".pooler." in name:
                 source = resident_state.get(name)
             if source is None or tuple(source.shape) != tuple(param.shape):
-                raise UsageError(f"classifier head weight '{name}' missing or of another shape in the adapter",
+                raise BaseMismatchError(f"classifier head weight '{name}' missing or of another shape in the adapter",
                                  "the adapter does not fit this base; retrain it on this base")
             _assign(model, name, source.detach().to(device, dtype if source.is_floating_point() else source.dtype))
         model.eval()

@@ -50,7 +50,7 @@ def translate(exc: BaseException) -> APIError:
     runtime = _runtime()
     if isinstance(exc, Overloaded) or (runtime and isinstance(exc, runtime.CacheFullError)):
         return APIError(503, message, "overloaded_error", "overloaded")
-    if isinstance(exc, BaseMismatchError) or _base_mismatch(exc):
+    if isinstance(exc, BaseMismatchError):
         return APIError(409, message, "conflict_error", "base_mismatch", "model")
     if (runtime and isinstance(exc, runtime.UnknownAdapterError)) or isinstance(exc, (RefNotFound, InvalidName)):
         return not_found(message)
@@ -61,13 +61,6 @@ def translate(exc: BaseException) -> APIError:
     if isinstance(exc, (UsageError, StoreError, ValueError)):
         return invalid(message)
     return APIError(500, f"internal error: {type(exc).__name__}: {message}", "server_error", "internal_error")
-
-
-def _base_mismatch(exc: BaseException) -> bool:
-    # The engine raises a plain UsageError when an adapter's shapes do not fit this base.
-    text = str(exc)
-    return "trained on another base" in text or "does not fit this base" in text or (
-        "cannot run on the encoder base" in text)
 
 
 def _runtime():

@@ -48,12 +48,6 @@ class Row:
     seed: int | None
     stop: list[str]
 
-    def __post_init__(self):
-        # Temperatures near 0 overflow the logits and a top_p under float32's range keeps no token;
-        # both limits are greedy decoding, which is what they get.
-        if self.temperature < 1e-5 or self.top_p < 1e-6:
-            self.temperature, self.top_p = 0.0, 1.0
-
 
 class Server(Streaming):
     """The request handling behind the routes (kept apart from FastAPI wiring)."""

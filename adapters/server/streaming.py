@@ -49,7 +49,7 @@ class Streaming:
                     if cancel.is_set():
                         break
                     post(("piece", piece))
-                post(("end", None))
+                post(("end", (pieces.finish_reason, pieces.tokens)))
             except BaseException as exc:  # noqa: BLE001 - reported to the client as an error event
                 post(("error", exc))
             finally:
@@ -94,26 +94,18 @@ class Streaming:
             return sse({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]})
 
         async def events() -> AsyncIterator[str]:
-            text = []
             try:
                 if chat:
                     yield chunk("", None, role=True)
                 item = first
-                while True:
-                    if item[0] == "piece":
-                        text.append(item[1])
-                        yield chunk(item[1], None)
-                    elif item[0] == "end":
-                        break
-                    else:
-                        err = translate(item[1])
-                        yield sse({"error": {"message": err.message, "type": err.type, "code": err.code}})
-                        return
+                while item[0] == "piece":
+                    yield chunk(item[1], None)
                     item = await queue.get()
-                full = "".join(text)
-                out = len(self.tokenizer(full, add_special_tokens=False)["input_ids"]) if full else 0
-                # The engine's stream reports no finish reason: re-count the text's tokens.
-                finish = "length" if out >= row.max_new_tokens else "stop"
+                if item[0] == "error":
+                    err = translate(item[1])
+                    yield sse({"error": {"message": err.message, "type": err.type, "code": err.code}})
+                    return
+                finish, out = item[1]
                 self.metrics.tokens.inc(out)
                 yield chunk(None if chat else "", finish)
                 if usage:

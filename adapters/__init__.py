@@ -14,13 +14,13 @@ Heavy libraries load on first use, so ``import adapters`` stays fast.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "Engine", "TrainConfig", "load_config", "AdaptersError"]
+__all__ = ["train", "load", "merge", "Engine", "TrainConfig", "load_config", "AdaptersError"]
 
 from adapters.errors import AdaptersError
 
 
 def __getattr__(name: str):
-    if name in ("train", "load"):
+    if name in ("train", "load", "merge"):
         from adapters import api
 
         return getattr(api, name)

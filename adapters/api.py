@@ -1,4 +1,4 @@
-"""The public Python API: ``adapters.train`` and ``adapters.load``."""
+"""The public Python API: ``adapters.train``, ``adapters.load`` and ``adapters.merge``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,29 @@ def load(base: str | None, adapter: str | Path, *, quant: str | None = None, dev
     from adapters.inference import load as _load
 
     return _load(base, adapter_dir(adapter, store_root), quant=quant, device=device)
+
+
+def merge(refs: list[str], *, weights: list[float] | None = None, method: str = "linear",
+          density: float | None = None, name: str, store=None, seed: int = 0):
+    """Merge stored adapters into a new stored version of ``name``.
+
+    ``method``: linear, cat, svd, ties, dare_linear or dare_ties (peft's ``add_weighted_adapter``;
+    prefix adapters: linear, an average of their virtual keys/values). ``weights`` default to equal
+    weights summing to 1; ``density`` (ties/dare, default 0.5) is the share of values kept.
+    Classifier heads are averaged. Adapters of different bases, methods, tasks or label maps are
+    refused. Returns a ``MergeResult`` with ``ref``, ``digest`` and ``lineage`` (``lineage["merge"]``
+    names every parent with its digest and weight). ``store``: a Store, a directory, or None."""
+    from adapters.merging import merge as _merge
+
+    return _merge(refs, weights=weights, method=method, density=density, name=name, store=store, seed=seed)
+
+
+def export_merged(adapter: str | Path, dest: str | Path, *, store_root: str | Path | None = None):
+    """Save ``adapter``'s base with the LoRA adapter merged in (float32; a quantized base is
+    dequantized first) to ``dest`` as a model plain ``transformers`` loads."""
+    from adapters.merged_export import export_merged as _export
+
+    return _export(adapter, dest, store_root=store_root)
 
 
 def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Path:

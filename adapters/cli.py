@@ -29,6 +29,8 @@ def _register_commands() -> None:
 
     cli_train.register(app)
     cli_store.register(app)
+    from adapters import cli_merge
+    cli_merge.register(app)
     server_cli.register(app)
     _registered = True
 

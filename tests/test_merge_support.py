@@ -55,3 +55,9 @@ def bert_classifiers(merge_root, tiny_bert, sentiment_csv) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def llama_classifier(merge_root, tiny_llama, sentiment_csv) -> Path:
     return train(merge_root, "merge-llama-cls", tiny_llama, sentiment_csv)
+
+
+@pytest.fixture(scope="session")
+def llama_prefix_classifier(merge_root, tiny_llama, sentiment_csv) -> Path:
+    return train(merge_root, "merge-llama-cls-prefix", tiny_llama, sentiment_csv, method="prefix",
+                 prefix={"num_virtual_tokens": 5})

@@ -123,8 +123,11 @@ class Engine(Decoding):
     def load(self, ref: str) -> AdapterInfo:
         """Make ``ref`` resident (a no-op when it is); evicts least recently used adapters to fit."""
         from adapters.inference import BaseMismatchError
+        from adapters.runtime.ensemble import ensemble_info, is_ensemble, parse
         from adapters.runtime.files import read_adapter_files
 
+        if is_ensemble(ref):  # its members become resident; the ensemble itself is only a ref
+            return ensemble_info(self, parse(ref))
         while True:
             with self._lock:
                 name = self._refs.get(ref)
@@ -343,7 +346,9 @@ class Engine(Decoding):
     def classify(self, texts: list[str] | str, adapters: list[str] | str | None = None,
                  text_pairs: list[str] | None = None, *, adapter: str | None = None) -> list[dict]:
         """One row per text, each through its own classification adapter (``adapters``, one per
-        row, or ``adapter`` for all); returns ``{"label", "probabilities": {label: p}}`` per row."""
+        row, or ``adapter`` for all; an ``ensemble:a@1+b@2`` ref averages its members'
+        probabilities); returns ``{"label", "probabilities": {label: p}}`` per row."""
+        from adapters.runtime.ensemble import RowPlan
         from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
 
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -352,6 +357,10 @@ class Engine(Decoding):
             raise ValueError(f"{len(texts)} texts but {len(adapters)} adapters")
         if not texts:
             return []
+        plan = RowPlan(adapters)
+        if not plan.trivial:  # ensemble rows: one row per member, all in this one batch
+            rows = self.classify(plan.spread(texts), plan.adapters, plan.spread(text_pairs))
+            return plan.combine_classifications(rows)
         with self._pinned(adapters) as entries:
             for ref, e in zip(adapters, entries):
                 if e is None or e.payload["task"] != "classification":

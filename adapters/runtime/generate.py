@@ -126,16 +126,19 @@ class Decoding:
     def _steps(self, prompts, adapters, specs, raw, logprobs=False) -> Iterator[tuple[list, list]]:
         """Decode all rows together; yields each step's new token per row (None once a row is done)
         and, when asked, its log-probability under the row's model (before temperature)."""
+        from adapters.runtime.ensemble import RowPlan
         from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
 
         if not self.is_decoder:
             raise UsageError(f"the base '{self.base.id}' is an encoder; it cannot generate text",
                              "serve causal LM adapters from an engine on a decoder base")
-        with self._pinned(adapters) as entries:
-            for ref, e in zip(adapters, entries):
+        # An ensemble row decodes as one row per member; their distributions are mixed per step.
+        plan = RowPlan(adapters)
+        with self._pinned(plan.adapters) as entries:
+            for ref, e in zip(plan.adapters, entries):
                 if e is not None and e.payload["task"] != "causal-lm":
                     raise UsageError(f"'{ref}' is a classification adapter", "use classify() for it")
-            ids, mask = self._pad(self._encode_prompts(prompts, raw), left=True)
+            ids, mask = self._pad(self._encode_prompts(plan.spread(prompts), raw), left=True)
             prefixes, offsets = self._prefixes(entries)
             generators = [make_generator(s) for s in specs]
             with self._lock:
@@ -149,7 +152,7 @@ class Decoding:
                     out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
                                      past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
-                logits = out.logits[:, -1]
+                logits = plan.combine_logits(out.logits[:, -1])
                 chosen: list[int | None] = []
                 scores = torch.log_softmax(logits.float(), -1) if logprobs else None
                 for i, spec in enumerate(specs):
@@ -165,7 +168,7 @@ class Decoding:
                 if all(done):
                     return
                 # Finished rows keep decoding a pad token (cheaper than reshaping the cache).
-                next_ids = [t if t is not None else self.tokenizer.pad_token_id for t in chosen]
+                next_ids = plan.spread([t if t is not None else self.tokenizer.pad_token_id for t in chosen])
                 ids = torch.tensor(next_ids, dtype=torch.long, device=self.device)[:, None]
                 positions = positions.max(dim=1, keepdim=True).values + 1
                 attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
@@ -174,7 +177,8 @@ class Decoding:
                  max_new_tokens=64, temperature=0.0,
                  top_p=1.0, seed=None, stop=None, raw: bool = False, logprobs: bool = False
                  ) -> list[GenerationResult]:
-        """Complete each prompt with its row's adapter (None or "__base__": the bare base) in one
+        """Complete each prompt with its row's adapter (None or "__base__": the bare base; an
+        ``ensemble:a@1+b@2`` ref samples from its members' mixed next-token distributions) in one
         batch. Options are a scalar or one value per row. ``raw`` skips the chat template;
         ``logprobs`` records each generated token's log-probability."""
         from adapters.runtime.engine import per_row

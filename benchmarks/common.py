@@ -157,7 +157,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], caption: 
         table.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*[str(c) for c in row])
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def mib(n: float | None) -> str:

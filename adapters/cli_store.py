@@ -1,5 +1,6 @@
 """Store commands of the ``adapters`` CLI: list, show, tag, untag, rm, diff, import, export, verify,
-gc, path. No torch here except inside ``import --allow-pickle``, which converts pickled weights."""
+gc, path. No torch here except inside ``import --allow-pickle``, which converts pickled weights,
+and ``export --merged``, which merges an adapter into its base."""
 
 from __future__ import annotations
 
@@ -252,12 +253,20 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
            lora_name: Optional[str] = typer.Option(None, "--lora-name",
                                                    help="Name vLLM serves it under (vllm format; "
                                                    "default: the adapter name)."),
+           merged: bool = typer.Option(False, "--merged", help="Save the base with the LoRA adapter "
+                                       "merged in, as a full model plain transformers loads (float32; "
+                                       "a quantized base is dequantized first)."),
            store: Optional[Path] = StoreOpt) -> None:
-    """Copy a version out of the store as a plain PEFT directory."""
+    """Copy a version out of the store as a plain PEFT directory (or, --merged, a full model)."""
     from store import StoreError
 
     if fmt not in ("peft", "vllm"):
         raise StoreError(f"unknown export format {fmt!r}", hint="use --format peft or vllm")
+    if merged:
+        if fmt != "peft" or lora_name:
+            raise StoreError("--merged writes a full model; --format vllm and --lora-name are for "
+                             "adapter exports", hint="drop --format / --lora-name, or drop --merged")
+        return _export_merged(ref, dest, store)
     s = _store(store)
     v = s.resolve(ref)
     config = json.loads((v.path / "adapter_config.json").read_text())
@@ -281,6 +290,19 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
         typer.echo(f"--lora-modules {shlex.quote(module)}")
         typer.echo(f"vllm serve {shlex.quote(base)} --enable-lora --lora-modules "
                    f"{shlex.quote(module)}{extra}")
+
+
+def _export_merged(ref: str, dest: Path, store: Optional[Path]) -> None:
+    from rich.console import Console
+
+    from adapters.merged_export import export_merged
+
+    console = Console(highlight=False, soft_wrap=True)  # paths and notes stay whole lines
+    with console.status(f"merging {ref} into its base"):
+        result = export_merged(ref, dest, store_root=store)
+    console.print(f"exported {ref} merged into {result.base} ({result.task}, {result.dtype}) to {result.path}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 def verify(ref: Optional[str] = typer.Argument(None, help="One version; default: the store."),

@@ -32,6 +32,8 @@ def _register_commands() -> None:
     from adapters import cli_merge
     cli_merge.register(app)
     server_cli.register(app)
+    from tui import cli as tui_cli
+    tui_cli.register(app)
     _registered = True
 
 

@@ -1,0 +1,174 @@
+"""The ``adapters tui`` application: Store, Train and Playground tabs over one adapter store.
+
+Only Textual, the store and small stdlib-backed modules load at start; torch, transformers,
+pydantic and httpx load inside the workers that need them, so the UI opens in well under a
+second.
+
+    from tui.app import AdaptersApp
+    AdaptersApp(store_root="~/.local/share/adapters", configs_dir="configs").run()
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+
+from store import default_root
+from tui.commands import AdapterCommands
+from tui.modals import ConfirmModal, ErrorModal, HelpScreen, describe_error
+from tui.playground_pane import PlaygroundPane
+from tui.store_pane import StorePane
+from tui.train_pane import TrainPane
+
+STYLES = ["app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss"]
+TABS = {"store": StorePane, "train": TrainPane, "playground": PlaygroundPane}
+
+
+class AdaptersApp(App):
+    """``clock`` (epoch seconds) and ``cursor_blink`` exist so tests can take stable screenshots;
+    ``poll_interval`` is how often run logs are read (0: only on demand)."""
+
+    TITLE = "adapters"
+    CSS_PATH = STYLES
+    COMMANDS = App.COMMANDS | {AdapterCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    BINDINGS = [
+        Binding("1", "show_tab('store')", "Store"),
+        Binding("2", "show_tab('train')", "Train"),
+        Binding("3", "show_tab('playground')", "Playground"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, store_root: str | Path | None = None, configs_dir: str | Path | None = None, *,
+                 clock: Callable[[], float] = time.time, cursor_blink: bool = True, initial_tab: str = "store",
+                 server_url: str | None = None, api_key: str | None = None, poll_interval: float = 0.5):
+        super().__init__()
+        self.store_root = Path(store_root).expanduser() if store_root else default_root()
+        self.runs_dir = self.store_root / "runs"
+        default_configs = Path.cwd() / "configs"
+        self.configs_dir = Path(configs_dir) if configs_dir else (default_configs if default_configs.is_dir() else None)
+        self.clock = clock
+        self.cursor_blink = cursor_blink
+        self.initial_tab = initial_tab if initial_tab in TABS else "store"
+        self.server_url, self.api_key = server_url, api_key
+        self.poll_interval = poll_interval
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="◆")
+        with TabbedContent(initial=self.initial_tab, id="tabs"):
+            with TabPane("Store", id="store"):
+                yield StorePane(id="store-pane")
+            with TabPane("Train", id="train"):
+                yield TrainPane(poll_interval=self.poll_interval, id="train-pane")
+            with TabPane("Playground", id="playground"):
+                yield PlaygroundPane(server_url=self.server_url, api_key=self.api_key, id="playground-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"store {self.store_root}"
+        self._focus_tab(self.initial_tab)
+        if self.server_url:
+            self.playground.connect(self.server_url, self.api_key)
+
+    # ---- panes --------------------------------------------------------------------------------------
+    @property
+    def store(self) -> StorePane:
+        return self.query_one(StorePane)
+
+    @property
+    def train(self) -> TrainPane:
+        return self.query_one(TrainPane)
+
+    @property
+    def playground(self) -> PlaygroundPane:
+        return self.query_one(PlaygroundPane)
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self._focus_tab(tab)
+
+    def _focus_tab(self, tab: str) -> None:
+        first = {"store": "#adapters-table", "train": "#config-list", "playground": "#engine-base"}[tab]
+        self.call_after_refresh(lambda: self.query_one(first).focus())
+
+    # ---- messages between panes ---------------------------------------------------------------------
+    def on_store_pane_retrain(self, message: StorePane.Retrain) -> None:
+        self.action_show_tab("train")
+        self.train.retrain(message.version)
+
+    def on_train_pane_version_ready(self, message: TrainPane.VersionReady) -> None:
+        if message.jump:
+            self.action_show_tab("store")
+            self.store.select_ref(message.ref)
+            self.notify(f"stored {message.ref}")
+        else:
+            self.store.reload()
+            self.notify(f"stored {message.ref} (press 1 for the Store)")
+
+    # ---- errors, help, palette, quit ----------------------------------------------------------------
+    def show_error(self, error: BaseException) -> None:
+        title, message, hint = describe_error(error)
+        self.push_screen(ErrorModal(title, message, hint))
+
+    def action_help(self) -> None:
+        def keys(bindings) -> list[tuple[str, str]]:
+            out = []
+            for b in bindings:
+                if isinstance(b, Binding) and b.show:
+                    out.append((self.get_key_display(b), b.description))
+            return out
+
+        sections = [("everywhere", keys(self.BINDINGS) + [("ctrl+p", "command palette"),
+                                                        ("tab / shift+tab", "next / previous field"),
+                                                        ("escape", "close a dialog")])]
+        sections += [(name, keys(pane.BINDINGS)) for name, pane in TABS.items()]
+        notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
+                 "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]
+        self.push_screen(HelpScreen(sections, notes))
+
+    def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
+        store, train, play = self.store, self.train, self.playground
+        return [
+            ("Go to Store", "adapters, versions, lineage", lambda: self.action_show_tab("store")),
+            ("Go to Train", "configs and runs", lambda: self.action_show_tab("train")),
+            ("Go to Playground", "engine, server, side-by-side", lambda: self.action_show_tab("playground")),
+            ("Store: reload", "read the store again", store.action_reload),
+            ("Store: tag version", "point an alias at the selected version", store.action_tag),
+            ("Store: untag version", "remove an alias of the selected version", store.action_untag),
+            ("Store: remove version", "remove the selected version (asks first)", store.action_remove),
+            ("Store: export version", "copy the selected version as a PEFT directory", store.action_export),
+            ("Store: verify version", "re-hash the selected version's files", store.action_verify),
+            ("Store: verify whole store", "re-hash every file in the store", lambda: store.verify(None)),
+            ("Store: diff versions", "compare two versions side by side", store.action_diff),
+            ("Store: retrain version", "open the selected version's config in Train", store.action_retrain),
+            ("Train: launch", "start training with the form's config", train.action_launch),
+            ("Train: cancel run", "interrupt the selected run", train.action_cancel),
+            ("Train: open run's version", "show the run's stored version", train.action_open_version),
+            ("Train: reload configs", "list configs/ again", train.action_reload_configs),
+            ("Playground: send", "send the input to every listed adapter", play.action_send),
+            ("Playground: refresh resident adapters", "ask the runtime again", play.action_refresh_resident),
+            ("Playground: stop runtime", "stop the engine or disconnect", play.stop_backend),
+            ("Help: keys", "every key binding", self.action_help),
+        ]
+
+    async def action_quit(self) -> None:
+        running = [p for p in self.train.processes.values() if p.running]
+        if not running:
+            self.exit()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.train.cancel_all()
+                self.exit()
+
+        self.push_screen(ConfirmModal(f"{len(running)} training run(s) still going.",
+                                      "Quitting interrupts them (their logs say 'cancelled').",
+                                      confirm="Quit", danger=True), answer)

@@ -1,0 +1,36 @@
+"""``adapters tui``: the command that opens the terminal UI. Imports only typer here; the app
+loads when the command runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def tui(
+    store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+                                         "the user data dir).", show_default=False),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="Directory of training configs "
+                                           "(default: ./configs)."),
+    connect: Optional[str] = typer.Option(None, "--connect", help="Connect the playground to a running "
+                                          "`adapters serve`, e.g. http://127.0.0.1:8000."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY",
+                                          help="API key of that server."),
+    tab: str = typer.Option("store", "--tab", help="Tab to open: store, train or playground."),
+) -> None:
+    """Open the terminal UI: browse the store, launch and watch training, try adapters side by side."""
+    from tui.app import AdaptersApp
+
+    AdaptersApp(store_root=store, configs_dir=configs, server_url=connect, api_key=api_key, initial_tab=tab).run()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tui")(tui)
+
+
+def main() -> None:
+    standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(standalone)
+    standalone()

@@ -1,0 +1,284 @@
+"""The Store screen: adapters with search and filters, their versions, a details pane, and the
+actions on the selected version (tag, untag, remove, export, verify, diff, retrain, merge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Select
+
+from store import Version
+from tui.catalog import AdapterRow, Filters, choices, group, read_versions
+from tui.formatting import age, headline_text, human_size
+from tui.modals import ConfirmModal
+from tui.store_details import VersionDetails
+from tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
+from tui.widgets import ReportsWorkerErrors, TextField
+
+ANY = "__any__"
+
+
+class StorePane(ReportsWorkerErrors, Vertical):
+    BINDINGS = [
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("t", "tag", "Tag"),
+        Binding("u", "untag", "Untag"),
+        Binding("delete,x", "remove", "Remove"),
+        Binding("e", "export", "Export"),
+        Binding("v", "verify", "Verify"),
+        Binding("d", "diff", "Diff"),
+        Binding("n", "retrain", "Retrain"),
+        Binding("f5", "reload", "Reload"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, versions: list[Version], select: str | None):
+            super().__init__()
+            self.versions, self.select = versions, select
+
+    class Retrain(Message):
+        """Start the Train form from a stored version's config."""
+
+        def __init__(self, version: Version):
+            super().__init__()
+            self.version = version
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.versions: list[Version] = []
+        self.rows: list[AdapterRow] = []
+        self.filters = Filters()
+        self.selected: Version | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="store-filters"):
+            yield TextField(placeholder="/ search name, alias, base, digest", id="store-search")
+            yield Select([], prompt="method", id="filter-method", compact=True)
+            yield Select([], prompt="task", id="filter-task", compact=True)
+            yield Select([], prompt="base", id="filter-base", compact=True)
+        with Horizontal(id="store-body"):
+            with Vertical(id="store-lists"):
+                yield DataTable(id="adapters-table", cursor_type="row", zebra_stripes=True)
+                yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
+            yield VersionDetails(id="store-details")
+
+    def on_mount(self) -> None:
+        adapters = self.query_one("#adapters-table", DataTable)
+        adapters.border_title = "adapters"
+        adapters.add_columns("name", "versions", "aliases", "base", "method", "task", "headline metric", "created")
+        versions = self.query_one("#versions-table", DataTable)
+        versions.border_title = "versions"
+        versions.add_columns("version", "aliases", "content id", "metric", "size", "created")
+        self.query_one(VersionDetails).show(None)
+        self.reload()
+
+    # ---- loading and filtering ---------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="store-load", exit_on_error=False)
+    def reload(self, select: str | None = None) -> None:
+        """Read the store (a worker thread) and show it, then select ``select`` (a ref) if given."""
+        self.post_message(self.Loaded(read_versions(self.app.store_root), select))
+
+    def on_store_pane_loaded(self, message: Loaded) -> None:
+        self.versions = message.versions
+        for attribute in ("method", "task", "base"):
+            widget = self.query_one(f"#filter-{attribute}", Select)
+            current = widget.value
+            values = choices(self.versions, attribute)
+            with widget.prevent(Select.Changed):
+                widget.set_options([(f"any {attribute}", ANY)] + [(v, v) for v in values])
+                widget.value = current if current in values else ANY
+        target = message.select or (self.selected.ref if self.selected else None)
+        self.refresh_tables(target)
+
+    def refresh_tables(self, select_ref: str | None = None) -> None:
+        self.rows = group(self.versions, self.filters)
+        table = self.query_one("#adapters-table", DataTable)
+        now = self.app.clock()
+        select_name = select_ref.split("@")[0] if select_ref else None
+        table.clear()
+        for row in self.rows:
+            latest = row.latest
+            table.add_row(Text(row.name, style="bold"), str(row.total_versions), Text(row.aliases),
+                          Text(latest.base or ""), latest.method or "", latest.task or "",
+                          headline_text(latest.metrics), age(latest.created, now), key=row.name)
+        names = [r.name for r in self.rows]
+        if select_name in names:
+            table.move_cursor(row=names.index(select_name))
+        self.show_versions(select_ref)
+
+    def current_row(self) -> AdapterRow | None:
+        table = self.query_one("#adapters-table", DataTable)
+        if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
+            return None
+        return self.rows[table.cursor_row]
+
+    def show_versions(self, select_ref: str | None = None) -> None:
+        row = self.current_row()
+        table = self.query_one("#versions-table", DataTable)
+        table.clear()
+        now = self.app.clock()
+        newest_first = list(reversed(row.versions)) if row else []
+        for v in newest_first:
+            table.add_row(Text(v.ref, style="bold"), Text(", ".join(v.aliases)), v.short_digest[7:],
+                          headline_text(v.metrics), human_size(v.size_bytes), age(v.created, now), key=v.ref)
+        refs = [v.ref for v in newest_first]
+        if select_ref in refs:
+            table.move_cursor(row=refs.index(select_ref))
+        self.select_version(newest_first[table.cursor_row] if newest_first else None)
+
+    def select_version(self, version: Version | None) -> None:
+        self.selected = version
+        self.query_one(VersionDetails).show(version)
+
+    @on(DataTable.RowHighlighted, "#adapters-table")
+    def _adapter_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_versions()
+
+    @on(DataTable.RowHighlighted, "#versions-table")
+    def _version_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        row = self.current_row()
+        if row is not None and event.cursor_row < len(row.versions):
+            self.select_version(list(reversed(row.versions))[event.cursor_row])
+
+    @on(TextField.Changed, "#store-search")
+    def _search_changed(self, event: TextField.Changed) -> None:
+        self.filters.text = event.value
+        self.refresh_tables(self.selected.ref if self.selected else None)
+
+    @on(TextField.Submitted, "#store-search")
+    def _search_submitted(self, event: TextField.Submitted) -> None:
+        self.query_one("#adapters-table", DataTable).focus()
+
+    @on(Select.Changed)
+    def _filter_changed(self, event: Select.Changed) -> None:
+        attribute = (event.select.id or "").removeprefix("filter-")
+        if attribute in ("method", "task", "base"):
+            value = event.value if isinstance(event.value, str) and event.value != ANY else None
+            setattr(self.filters, attribute, value)
+            self.refresh_tables(self.selected.ref if self.selected else None)
+
+    def select_ref(self, ref: str) -> None:
+        """Show ``ref`` (re-reading the store first, so a version stored a moment ago is there)."""
+        search = self.query_one("#store-search", TextField)
+        with search.prevent(TextField.Changed):
+            search.value = ""
+        for attribute in ("method", "task", "base"):
+            widget = self.query_one(f"#filter-{attribute}", Select)
+            if widget.value != ANY and widget.value is not Select.NULL:
+                with widget.prevent(Select.Changed):
+                    widget.value = ANY
+        self.filters = Filters()
+        self.reload(select=ref)
+        self.query_one("#adapters-table", DataTable).focus()
+
+    # ---- actions ----------------------------------------------------------------------------------
+    def _need_version(self) -> Version | None:
+        if self.selected is None:
+            self.app.notify("Select a version first.", severity="warning")
+        return self.selected
+
+    def action_search(self) -> None:
+        self.query_one("#store-search", TextField).focus()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def action_tag(self) -> None:
+        version = self._need_version()
+        if version is not None:
+            self.app.push_screen(TagModal(version), lambda alias: alias and self.change_alias(version.ref, alias, True))
+
+    def action_untag(self) -> None:
+        version = self._need_version()
+        if version is None:
+            return
+        if not version.aliases:
+            self.app.notify(f"{version.ref} has no aliases.", severity="warning")
+            return
+        self.app.push_screen(UntagModal(version), lambda alias: alias and self.change_alias(version.ref, alias, False))
+
+    @work(thread=True, exit_on_error=False, group="store-write")
+    def change_alias(self, ref: str, alias: str, add: bool) -> None:
+        from store import Store
+
+        with Store(self.app.store_root) as s:
+            v = s.tag(ref, alias) if add else s.untag(ref, alias)
+        self.app.call_from_thread(self.app.notify, f"{v.name}@{alias} → {v.ref}" if add
+                                  else f"removed alias {alias} from {v.ref}")
+        self.app.call_from_thread(self.reload, ref)
+
+    def action_remove(self) -> None:
+        version = self._need_version()
+        if version is None:
+            return
+        detail = "Its number is never reused; `adapters gc` frees the space later."
+        if version.aliases:
+            detail = f"It carries the alias(es) {', '.join(version.aliases)}; they are removed with it. " + detail
+        self.app.push_screen(ConfirmModal(f"Remove {version.ref}?", detail, confirm="Remove", danger=True),
+                             lambda yes: yes and self.remove(version))
+
+    @work(thread=True, exit_on_error=False, group="store-write")
+    def remove(self, version: Version) -> None:
+        from store import Store
+
+        with Store(self.app.store_root) as s:
+            s.remove(version.ref, force=bool(version.aliases))
+        self.app.call_from_thread(self.app.notify, f"removed {version.ref}")
+        self.app.call_from_thread(self.reload)
+
+    def action_export(self) -> None:
+        version = self._need_version()
+        if version is not None:
+            self.app.push_screen(ExportModal(version, Path.cwd()), lambda dest: dest and self.export(version, dest))
+
+    @work(thread=True, exit_on_error=False, group="store-write")
+    def export(self, version: Version, dest: Path) -> None:
+        from store import Store
+
+        with Store(self.app.store_root) as s:
+            out = s.export(version.ref, dest)
+        self.app.call_from_thread(self.app.notify, f"exported {version.ref} to {out}")
+
+    def action_verify(self) -> None:
+        version = self._need_version()
+        if version is not None:
+            self.verify(version.ref)
+
+    @work(thread=True, exit_on_error=False, group="store-verify")
+    def verify(self, ref: str | None) -> None:
+        """Re-hash one version's files (``ref``) or the whole store (None)."""
+        from store import Store
+
+        with Store(self.app.store_root) as s:
+            problems = s.verify(ref)
+        subject = ref or "the store"
+        if problems:
+            self.app.call_from_thread(self.app.push_screen, ProblemsModal(subject, problems))
+        else:
+            self.app.call_from_thread(self.app.notify, f"verified {subject}: no problems")
+
+    def action_diff(self) -> None:
+        version = self._need_version()
+        if version is None:
+            return
+        refs = [v.ref for v in self.versions]
+        siblings = [v for v in self.versions if v.name == version.name and v.number != version.number]
+        older = [v for v in siblings if v.number < version.number]
+        other = (older[-1] if older else siblings[0] if siblings else None)
+        if other is None:
+            other = next((v for v in self.versions if v.ref != version.ref), None)
+        if other is None:
+            self.app.notify("The store has only one version: nothing to compare.", severity="warning")
+            return
+        self.app.push_screen(DiffScreen(self.app.store_root, refs, other.ref, version.ref))
+
+    def action_retrain(self) -> None:
+        version = self._need_version()
+        if version is not None:
+            self.post_message(self.Retrain(version))

@@ -1,0 +1,282 @@
+"""The Train screen: pick a config (or retrain a stored version), edit it, launch ``adapters
+train`` as a subprocess, and watch every run under the store's runs directory (those started from
+the CLI too) through their JSONL event logs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, DataTable, OptionList, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from store import Version
+from tui import train_config
+from tui.catalog import CONFIG_FILE, refs_by_run
+from tui.formatting import age, headline_text
+from tui.run_view import STATUS_STYLES, RunView
+from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
+from tui.train_form import ConfigForm
+from tui.widgets import ReportsWorkerErrors
+
+
+class TrainPane(ReportsWorkerErrors, Vertical):
+    BINDINGS = [
+        Binding("ctrl+l", "launch", "Launch"),
+        Binding("f", "show('train-launch')", "Form"),
+        Binding("r", "show('train-runs')", "Runs"),
+        Binding("c", "cancel", "Cancel run"),
+        Binding("o", "open_version", "Open in store"),
+        Binding("f5", "reload_configs", "Reload configs"),
+    ]
+
+    class ConfigResolved(Message):
+        def __init__(self, source: Path, resolved: dict, retrain_ref: str | None):
+            super().__init__()
+            self.source, self.resolved, self.retrain_ref = source, resolved, retrain_ref
+
+    class RunsChanged(Message):
+        def __init__(self, runs: list[RunState]):
+            super().__init__()
+            self.runs = runs
+
+    class TrainingEnded(Message):
+        def __init__(self, run_id: str, outcome: Outcome):
+            super().__init__()
+            self.run_id, self.outcome = run_id, outcome
+
+    class VersionReady(Message):
+        """A run produced a stored version: the App shows it in the Store."""
+
+        def __init__(self, ref: str, jump: bool):
+            super().__init__()
+            self.ref, self.jump = ref, jump
+
+    def __init__(self, poll_interval: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.poll_interval = poll_interval
+        self.configs: list[train_config.ConfigEntry] = []
+        self.runs: dict[str, RunState] = {}
+        self.processes: dict[str, TrainingProcess] = {}
+        self.watcher: RunWatcher | None = None
+        self.shown_run: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="train-tabs"):
+            with TabPane("Launch", id="train-launch"):
+                with Horizontal(id="launch-body"):
+                    yield OptionList(id="config-list")
+                    yield ConfigForm(id="config-form")
+            with TabPane("Runs", id="train-runs"):
+                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+                yield RunView(id="run-view")
+
+    def on_mount(self) -> None:
+        self.query_one("#config-list", OptionList).border_title = "configs"
+        runs = self.query_one("#runs-table", DataTable)
+        runs.add_columns("name", "status", "progress", "metric", "started", "run")
+        root = self.app.store_root
+        self.watcher = RunWatcher(self.app.runs_dir, lambda run_ids: refs_by_run(root, run_ids))
+        self.action_reload_configs()
+        self.poll_runs()
+        if self.poll_interval > 0:
+            self.set_interval(self.poll_interval, self.poll_runs)
+
+    def action_show(self, tab: str) -> None:
+        self.query_one("#train-tabs", TabbedContent).active = tab
+        self.query_one("#config-list" if tab == "train-launch" else "#runs-table").focus()
+
+    # ---- configs ----------------------------------------------------------------------------------
+    def action_reload_configs(self) -> None:
+        self.list_configs()
+
+    @work(thread=True, exclusive=True, group="configs", exit_on_error=False)
+    def list_configs(self) -> None:
+        entries = train_config.list_configs(self.app.configs_dir)
+        self.app.call_from_thread(self._show_configs, entries)
+
+    def _show_configs(self, entries: list[train_config.ConfigEntry]) -> None:
+        self.configs = entries
+        options = self.query_one("#config-list", OptionList)
+        options.clear_options()
+        options.add_options([Option(Text(e.label), id=str(e.path)) for e in entries])
+        if entries:
+            options.highlighted = 0
+
+    @on(OptionList.OptionSelected, "#config-list")
+    def _config_chosen(self, event: OptionList.OptionSelected) -> None:
+        self.resolve_config(Path(str(event.option.id)))
+
+    def pick_config(self, path: Path) -> None:
+        """Load a config file into the form (what choosing it in the list does)."""
+        self.resolve_config(Path(path))
+
+    @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
+    def resolve_config(self, path: Path, retrain_ref: str | None = None) -> None:
+        resolved = train_config.resolve(path)
+        self.post_message(self.ConfigResolved(path, resolved, retrain_ref))
+
+    def on_train_pane_config_resolved(self, message: ConfigResolved) -> None:
+        self.query_one(ConfigForm).load(message.source, message.resolved, message.retrain_ref)
+        self.query_one("#train-tabs", TabbedContent).active = "train-launch"
+
+    def retrain(self, version: Version) -> None:
+        """Fill the form from a stored version's own training config (a new version of it)."""
+        config = version.path / CONFIG_FILE
+        if not config.is_file():
+            self.app.notify(f"{version.ref} has no training config (it was imported or merged)", severity="warning")
+            return
+        self.resolve_config(config, version.ref)
+
+    # ---- launching --------------------------------------------------------------------------------
+    @on(Button.Pressed, "#launch")
+    def _launch_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_launch()
+
+    def action_launch(self) -> None:
+        form = self.query_one(ConfigForm)
+        if form.resolved is None:
+            self.app.notify("Pick a config first.", severity="warning")
+            return
+        try:
+            values = form.values()
+        except ValueError as exc:
+            self.app.show_error(exc)
+            return
+        overrides = train_config.overrides(form.resolved, values)
+        if form.continue_from_weights:
+            overrides.append(f"init_from={form.retrain_ref}")
+        run_dir = new_run_dir(self.app.runs_dir, values["name"])
+        process = TrainingProcess(train_command(form.source, overrides, run_dir, self.app.store_root), run_dir)
+        process.start()
+        run = self.watcher.track(run_dir, owned=True)
+        run.name = values["name"]
+        self.processes[run.run_id] = process
+        self.runs[run.run_id] = copy.deepcopy(run)
+        self.shown_run = run.run_id
+        self.wait_for(run.run_id, process)
+        self._render_runs()
+        self.query_one("#train-tabs", TabbedContent).active = "train-runs"
+        self.query_one("#runs-table", DataTable).focus()
+
+    @work(thread=True, exit_on_error=False, group="training")
+    def wait_for(self, run_id: str, process: TrainingProcess) -> None:
+        self.post_message(self.TrainingEnded(run_id, process.wait()))
+
+    def on_train_pane_training_ended(self, message: TrainingEnded) -> None:
+        self.poll_runs()
+        run = self.runs.get(message.run_id)
+        outcome = message.outcome
+        if run is None:
+            return
+        if outcome.returncode == 0:
+            run.status = "finished"
+            run.ref = (outcome.result or {}).get("ref")
+            if run.ref:
+                on_train_tab = self.app.query_one("#tabs", TabbedContent).active == "train"
+                self.post_message(self.VersionReady(run.ref, jump=on_train_tab))
+        elif self.processes[message.run_id].cancelled:
+            run.status = "cancelled"
+            self.app.notify(f"cancelled {run.name}")
+        else:
+            run.status, run.error, run.hint = "failed", outcome.error, outcome.hint
+            from store.errors import HintedError
+
+            self.app.show_error(HintedError(f"training {run.name} failed: {outcome.error}", outcome.hint))
+        self._render_runs()
+
+    # ---- watching ---------------------------------------------------------------------------------
+    def poll_runs(self) -> None:
+        self._poll()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll(self) -> None:
+        changed = self.watcher.poll()
+        if changed:
+            self.post_message(self.RunsChanged([copy.deepcopy(run) for run in changed]))
+
+    def on_train_pane_runs_changed(self, message: RunsChanged) -> None:
+        for snap in message.runs:
+            mine = self.runs.get(snap.run_id)
+            if mine is not None:
+                # What the process told us outranks the log: a run killed before it could log
+                # ``end`` has still ended.
+                snap.owned = snap.owned or mine.owned
+                snap.ref = snap.ref or mine.ref
+                if mine.status in FINAL and snap.status not in FINAL:
+                    snap.status, snap.error = mine.status, mine.error
+                snap.hint = snap.hint or mine.hint
+            self.runs[snap.run_id] = snap
+        self._render_runs()
+
+    def _render_runs(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        now = self.app.clock()
+        ordered = sorted(self.runs.values(), key=lambda r: r.run_id, reverse=True)
+        keep = self.shown_run
+        table.clear()
+        for run in ordered:
+            status = run.display_status(now)
+            progress = f"{run.step}/{run.total_steps}" if run.total_steps else "—"
+            metric = ""
+            if run.evals:
+                metric = headline_text({run.evals[-1]["split"] or "dev": run.evals[-1]["metrics"]})
+            name = Text(run.name or "?") + (Text(f" → {run.ref}", style="green") if run.ref else Text(""))
+            table.add_row(name, Text(status, style=STATUS_STYLES.get(status, "")), progress, metric,
+                          age(run.started, now), Text(run.run_id, style="dim"), key=run.run_id)
+        ids = [r.run_id for r in ordered]
+        if keep in ids:
+            table.move_cursor(row=ids.index(keep))
+        elif ids:
+            self.shown_run = ids[0]
+        self.query_one(RunView).show(self.runs.get(self.shown_run) if self.shown_run else None, now)
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _run_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.shown_run:
+            self.shown_run = event.row_key.value
+            self.query_one(RunView).show(self.runs.get(self.shown_run), self.app.clock())
+
+    # ---- cancel and open --------------------------------------------------------------------------
+    @on(Button.Pressed, "#cancel-run")
+    def _cancel_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_cancel()
+
+    @on(Button.Pressed, "#open-version")
+    def _open_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_open_version()
+
+    def action_cancel(self) -> None:
+        process = self.processes.get(self.shown_run or "")
+        if process is None or not process.running:
+            run = self.runs.get(self.shown_run or "")
+            why = "it was not started here" if run and run.status == "running" else "it is not running"
+            self.app.notify(f"Cannot cancel this run: {why}.", severity="warning")
+            return
+        self.cancel(process)
+
+    @work(thread=True, exit_on_error=False, group="cancel")
+    def cancel(self, process: TrainingProcess) -> None:
+        process.cancel()
+
+    def action_open_version(self) -> None:
+        run = self.runs.get(self.shown_run or "")
+        if run is None or not run.ref:
+            self.app.notify("This run has no stored version (yet).", severity="warning")
+            return
+        self.post_message(self.VersionReady(run.ref, jump=True))
+
+    def cancel_all(self) -> None:
+        """Interrupt every training this TUI started (on quit)."""
+        for process in self.processes.values():
+            process.cancel(grace_s=3.0)
+

@@ -14,29 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import adapters
 from conftest import tiny_config
+from test_runtime_support import perturb
 
 API_KEY = "sk-test-key"
 CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 64}
-
-
-def perturb(adapter_dir: Path, seed: int, scale: float = 0.3) -> None:
-    """Noise on the LoRA B matrices (prefixes: a scale), so each adapter moves the logits far from
-    the base and from the others (2 training steps barely move them) and any mix-up shows."""
-    from safetensors.torch import load_file, save_file
-
-    path = adapter_dir / "adapter_model.safetensors"
-    state = load_file(str(path))
-    g = torch.Generator().manual_seed(2000 + seed)
-    for key, tensor in state.items():
-        if ".lora_B." in key:
-            state[key] = tensor + scale * torch.randn(tensor.shape, generator=g)
-        elif key == "prompt_embeddings":
-            state[key] = tensor * (1.5 + 0.2 * seed)
-    save_file(state, str(path), metadata={"format": "pt"})
 
 
 def train_into_store(root: Path, name: str, base: Path, data: Path, seed: int, /, **over) -> str:
@@ -47,7 +30,8 @@ def train_into_store(root: Path, name: str, base: Path, data: Path, seed: int, /
     cfg = tiny_config(base, data, name=name, training=training, **over)
     work = root.parent / f"work-{name}"
     result = adapters.train(cfg, output=work / "adapter", run_dir=work / "run", store=False, store_root=root)
-    perturb(Path(result.output_dir), seed)
+    out = Path(result.output_dir)
+    perturb(out, out, seed=seed + 5)  # prefixes scaled by 1.5 and up: far from the base
     with Store(root) as s:
         return s.put(result.output_dir, name, lineage=result.lineage, metrics=result.metrics).ref
 

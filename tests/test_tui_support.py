@@ -8,6 +8,7 @@ clock is pinned to FIXED_NOW."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import sqlite3
@@ -163,3 +164,24 @@ async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "a con
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
+
+
+def pilot_test(scenario):
+    """Run an async Pilot scenario as a plain test (fixtures are passed through by name)."""
+
+    @functools.wraps(scenario)
+    def test(*args, **kwargs):
+        asyncio.run(scenario(*args, **kwargs))
+
+    return test
+
+
+def shown_text(static, width: int = 120) -> str:
+    """The plain text a Static shows (its rich renderable printed at ``width``)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
+    console.print(static.content)
+    return console.export_text()

@@ -95,7 +95,7 @@ class AdaptersApp(App):
         self._focus_tab(tab)
 
     def _focus_tab(self, tab: str) -> None:
-        first = {"store": "#adapters-table", "train": "#config-list", "playground": "#engine-base"}[tab]
+        first = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}[tab]
         self.call_after_refresh(lambda: self.query_one(first).focus())
 
     # ---- messages between panes ---------------------------------------------------------------------

@@ -39,7 +39,8 @@ class RunState:
     steps_per_epoch: int | None = None
     epoch: float = 0.0
     started: float | None = None
-    last_time: float | None = None
+    last_time: float | None = None  # of any event: is the log still moving?
+    last_step_time: float | None = None  # of the last step: the training pace
     ended: float | None = None
     tokens_per_s: float | None = None
     learning_rate: float | None = None
@@ -68,6 +69,7 @@ class RunState:
             self.started = self.last_time
         elif kind == "step":
             self.status = "running"
+            self.last_step_time = self.last_time
             self.step = int(event.get("step", self.step))
             self.epoch = float(event.get("epoch", self.epoch))
             if isinstance(event.get("loss"), (int, float)):
@@ -99,12 +101,12 @@ class RunState:
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the pace of the steps so far (resumed steps excluded)."""
-        if self.status != "running" or not self.total_steps or self.started is None or self.last_time is None:
+        if self.status != "running" or not self.total_steps or self.started is None or self.last_step_time is None:
             return None
         done = self.step - int(self.resumed_from or 0)
         if done <= 0:
             return None
-        per_step = (self.last_time - self.started) / done
+        per_step = (self.last_step_time - self.started) / done
         return max(0.0, (self.total_steps - self.step) * per_step)
 
     def dev_history(self) -> list[tuple[int, dict]]:

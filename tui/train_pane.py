@@ -280,3 +280,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         for process in self.processes.values():
             process.cancel(grace_s=3.0)
 
+    def on_unmount(self) -> None:
+        # However the app ends, no training it started outlives it unseen.
+        self.cancel_all()
+

@@ -1,0 +1,123 @@
+"""The Train tab under Pilot: a real ``adapters train`` subprocess on a tiny BERT, watched through
+its event log to completion and into the store; keys answered while a run goes on; cancel; a
+run started outside the TUI (from its log alone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from conftest import tiny_config
+from store import Store
+from test_tui_support import FIXED_NOW, demo_app, pilot_test, wait_until, write_run
+
+SIZE = (120, 40)
+
+
+def write_config(directory: Path, base: Path, data: Path, name: str, max_steps: int) -> Path:
+    training = {"epochs": 1, "max_steps": max_steps, "batch_size": 8, "eval_batch_size": 48,
+                "learning_rate": 5e-3, "log_every": 1, "seed": 0}
+    cfg = tiny_config(base, data, name=name, training=training)
+    cfg["data"] = {**cfg["data"], "max_length": 32}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+async def _pick_first_config(pilot) -> None:
+    """On the Train tab: choose the first config in the list (Enter), wait for the form."""
+    app = pilot.app
+    options = app.train.query_one("#config-list")
+    await wait_until(pilot, lambda: options.option_count > 0 and app.focused is options, what="the config list")
+    await pilot.press("enter")
+    form = app.train.query_one("#config-form")
+    await wait_until(pilot, lambda: form.resolved is not None, what="the form to fill")
+
+
+@pilot_test
+async def test_launch_to_completion_shows_the_new_version(tmp_path, _isolated_home, tiny_bert, sentiment_csv):
+    write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-tiny", max_steps=3)
+    app = demo_app(_isolated_home, configs_dir=tmp_path / "configs", initial_tab="train", poll_interval=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await _pick_first_config(pilot)
+        form = app.train.query_one("#config-form")
+        form.set_value("training.learning_rate", 0.01)  # a changed field becomes a --set override
+        await pilot.press("ctrl+l")
+        train = app.train
+        await wait_until(pilot, lambda: train.runs and train.query_one("#train-tabs").active == "train-runs",
+                         what="the run to appear")
+        run_id = next(iter(train.runs))
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "store", timeout=240,
+                         what="the finished run to open the Store")
+        store = app.store
+        await wait_until(pilot, lambda: store.selected is not None and store.selected.ref == "tui-tiny@1",
+                         what="the new version to be selected")
+        assert [r.name for r in store.rows] == ["tui-tiny"]
+        run = train.runs[run_id]
+        assert run.status == "finished" and run.ref == "tui-tiny@1"
+        assert run.step == 3 and [s for s, _ in run.losses] == [1, 2, 3]
+        assert any(e["split"] == "test" for e in run.evals)
+    with Store(_isolated_home) as s:
+        version = s.resolve("tui-tiny@1")
+    assert version.run_id == run_id
+    assert version.lineage["training"]["training"]["learning_rate"] == 0.01
+
+
+@pilot_test
+async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home, tiny_bert, sentiment_csv):
+    write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-long", max_steps=400)
+    app = demo_app(_isolated_home, configs_dir=tmp_path / "configs", initial_tab="train", poll_interval=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await _pick_first_config(pilot)
+        await pilot.press("ctrl+l")
+        train = app.train
+        await wait_until(pilot, lambda: train.runs, what="the run to appear")
+        run_id = next(iter(train.runs))
+        process = train.processes[run_id]
+        await wait_until(pilot, lambda: train.runs[run_id].step >= 2, timeout=120, what="training steps")
+
+        tabs = app.query_one("#tabs")
+        step_before = train.runs[run_id].step
+        await pilot.press("1")
+        assert tabs.active == "store"
+        await pilot.press("3")
+        assert tabs.active == "playground"
+        await pilot.press("2")
+        assert tabs.active == "train"
+        assert process.running  # the keys were answered while the subprocess trained
+        await wait_until(pilot, lambda: train.runs[run_id].step > step_before, what="the run to keep going")
+
+        await pilot.press("r")  # the Runs view, then cancel the selected run
+        await pilot.press("c")
+        await wait_until(pilot, lambda: train.runs[run_id].status == "cancelled" and not process.running,
+                         timeout=60, what="the run to be cancelled")
+    events = [json.loads(line) for line in (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
+    with Store(_isolated_home) as s:
+        assert s.list() == []
+
+
+@pilot_test
+async def test_attaches_to_a_run_started_elsewhere(_isolated_home):
+    runs = _isolated_home / "runs"
+    app = demo_app(_isolated_home, initial_tab="train", clock=lambda: FIXED_NOW, poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        train = app.train
+        # A CLI run appears while the TUI is open, with half its steps logged so far.
+        run_dir = write_run(runs, "20250601-115900-cli-run-aaaaaa", "cli-run", FIXED_NOW - 50, 10, 20, False)
+        await wait_until(pilot, lambda: "20250601-115900-cli-run-aaaaaa" in train.runs, what="discovery")
+        run = train.runs[run_dir.name]
+        assert run.status == "running" and run.step == 10 and run.total_steps == 20
+        assert run.eta(FIXED_NOW) == 20.0  # 10 steps in 20 s, 10 to go
+        with open(run_dir / "events.jsonl", "a") as fh:
+            fh.write(json.dumps({"event": "step", "time": FIXED_NOW - 28, "step": 11, "epoch": 1.1,
+                                 "loss": 0.3, "lr": 1e-4, "tokens_per_s": 900.0}) + "\n")
+            fh.write(json.dumps({"event": "end", "time": FIXED_NOW - 27, "status": "failed",
+                                 "error": "out of memory"}) + "\n")
+        await wait_until(pilot, lambda: train.runs[run_dir.name].status == "failed", what="the end event")
+        assert train.runs[run_dir.name].step == 11 and train.runs[run_dir.name].error == "out of memory"
+        await pilot.press("c")  # not ours: the TUI says so instead of pretending
+        assert not train.processes

@@ -275,20 +275,19 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     import copy
 
     import torch
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import save_file
 
     from adapters.modeling import quiet_loading
+    from adapters.runtime.files import lora_only_config
 
     model = _load_base(parents[0], device)
     names = [f"merge_in_{i}" for i in range(len(parents))]
     peft = None
     with quiet_loading():
         for name, p in zip(names, parents):
-            fields = {k: v for k, v in p.meta["peft"].items() if k in LoraConfig.__dataclass_fields__}
             # No heads (peft refuses to merge modules_to_save) and no task wrappers around the base.
-            fields.update(modules_to_save=None, task_type=None, inference_mode=True)
-            config = LoraConfig(**fields)
+            config = lora_only_config(p.meta["peft"])
             if peft is None:
                 peft = get_peft_model(model, config, adapter_name=name)
             else:
@@ -299,14 +298,16 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
             if missing or unexpected:
                 raise MergeError(f"{p.ref} does not fit its recorded base ({len(missing)} missing, "
                                  f"{len(unexpected)} unexpected LoRA weights)", "check the adapter's base")
-        # dare drops values at random: a fixed seed makes a merge reproducible from its lineage.
-        torch.manual_seed(seed)
-        try:
-            peft.add_weighted_adapter(names, [p.weight for p in parents], MERGED, combination_type=method,
-                                      density=density)
-        except ValueError as exc:
-            raise MergeError(f"peft cannot merge these adapters with {method}: {exc}",
-                             "try --method cat or svd") from None
+        # dare drops values at random: a fixed seed makes a merge reproducible from its lineage
+        # (in a forked RNG state, so the caller's random stream is left as it was).
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            try:
+                peft.add_weighted_adapter(names, [p.weight for p in parents], MERGED, combination_type=method,
+                                          density=density)
+            except ValueError as exc:
+                raise MergeError(f"peft cannot merge these adapters with {method}: {exc}",
+                                 "try --method cat or svd") from None
     state = get_peft_model_state_dict(peft, adapter_name=MERGED)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     heads, head_info = _merged_heads(parents)
@@ -316,6 +317,7 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     config = copy.deepcopy(peft.peft_config[MERGED])
     first = parents[0].meta["peft"]
     config.modules_to_save = first.get("modules_to_save")
+    config.exclude_modules = first.get("exclude_modules")
     config.task_type = first.get("task_type")
     config.base_model_name_or_path = first.get("base_model_name_or_path")
     config.revision = first.get("revision")

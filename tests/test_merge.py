@@ -102,7 +102,9 @@ def _strip_heads(src, dst):
 
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "adapter_config.json").read_text())
-    cfg.update(modules_to_save=None, task_type=None)
+    # peft keeps LoRA off the modules it saves whole; without modules_to_save, say so explicitly
+    # (the target "dense" also names the pooler's layer).
+    cfg.update(modules_to_save=None, task_type=None, exclude_modules=r".*pooler.*|classifier")
     (dst / "adapter_config.json").write_text(json.dumps(cfg))
     state = load_file(str(dst / "adapter_model.safetensors"))
     save_file({k: v for k, v in state.items() if ".lora_" in k}, str(dst / "adapter_model.safetensors"))

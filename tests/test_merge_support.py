@@ -42,11 +42,14 @@ def gen_loras(merge_root, tiny_llama, chat_jsonl) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def bert_classifiers(merge_root, tiny_bert, sentiment_csv) -> dict[str, Path]:
-    """Sentiment classifiers on tiny BERT: two LoRA and two prefix adapters (3 virtual tokens)."""
+    """Sentiment classifiers on tiny BERT: two LoRA and two prefix adapters (3 virtual tokens). The
+    LoRA targets include ``dense``, as configs/rt-minilm-lora.yaml does: a name that also matches
+    the pooler, which belongs to the head and must get no LoRA."""
     prefix = {"method": "prefix", "prefix": {"num_virtual_tokens": 3}}
+    lora = {"lora": {"target_modules": ["query", "value", "dense"]}}
     return {
-        "lora1": train(merge_root, "merge-bert-lora-1", tiny_bert, sentiment_csv),
-        "lora2": train(merge_root, "merge-bert-lora-2", tiny_bert, sentiment_csv),
+        "lora1": train(merge_root, "merge-bert-lora-1", tiny_bert, sentiment_csv, **lora),
+        "lora2": train(merge_root, "merge-bert-lora-2", tiny_bert, sentiment_csv, **lora),
         "prefix1": train(merge_root, "merge-bert-prefix-1", tiny_bert, sentiment_csv, **prefix),
         "prefix2": train(merge_root, "merge-bert-prefix-2", tiny_bert, sentiment_csv, **prefix),
     }

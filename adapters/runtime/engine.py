@@ -255,16 +255,15 @@ class Engine(Decoding):
         return cfg.num_hidden_layers, heads, head_dim
 
     def _add_lora(self, files) -> None:
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from peft import get_peft_model, set_peft_model_state_dict
 
         from adapters.inference import BaseMismatchError
         from adapters.modeling import quiet_loading
+        from adapters.runtime.files import lora_only_config
 
-        fields = {k: v for k, v in files.peft_config.items() if k in LoraConfig.__dataclass_fields__}
         # Heads are served by heads.py, so no modules_to_save here; no task type either, so peft
         # adds no head wrappers of its own to the shared base.
-        fields.update(modules_to_save=None, task_type=None, inference_mode=True)
-        config = LoraConfig(**fields)
+        config = lora_only_config(files.peft_config)
         with quiet_loading():
             if self.peft is None:
                 self.peft = get_peft_model(self.model, config, adapter_name=files.name)

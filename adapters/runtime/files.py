@@ -10,6 +10,7 @@ engine applies itself, so LoRA and prefix rows can share one forward pass.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,28 @@ def read_adapter_files(path: Path) -> AdapterFiles:
         raise UsageError(f"causal LM adapter {path} carries full modules ({', '.join(sorted(files.head)[:3])}); "
                          "the runtime batches LoRA matrices and prefixes only", "use adapters.load() for it")
     return files
+
+
+def lora_only_config(peft_config: dict):
+    """A ``LoraConfig`` for an adapter's LoRA matrices alone: no heads (``modules_to_save``), no
+    task type, inference mode. peft never puts LoRA on a module it saves whole, so with the heads
+    dropped those modules are excluded explicitly: a target such as ``dense`` would otherwise also
+    reach BERT's ``pooler.dense`` (part of the head) and expect LoRA weights the adapter never had."""
+    from peft import LoraConfig
+
+    fields = {k: v for k, v in peft_config.items() if k in LoraConfig.__dataclass_fields__}
+    heads = fields.get("modules_to_save") or []
+    fields.update(modules_to_save=None, task_type=None, inference_mode=True)
+    if heads:
+        # The pattern peft itself uses for modules_to_save (any module path at or under a head).
+        patterns = [rf"(^|.*\.)({'|'.join(re.escape(h) for h in heads)})($|\..*)"]
+        own = fields.get("exclude_modules")
+        if isinstance(own, str):
+            patterns.append(own)
+        elif own:  # a list: exact names or name suffixes, as peft matches them
+            patterns.append(rf"(^|.*\.)({'|'.join(re.escape(m) for m in own)})")
+        fields["exclude_modules"] = "|".join(f"(?:{p})" for p in patterns)
+    return LoraConfig(**fields)
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:

@@ -46,7 +46,7 @@ class ComparePane(Vertical):
         super().__init__(classes="compare-pane", **kwargs)
         self.ref = ref
         self.text = ""
-        self.task: str | None = None
+        self.kind: str | None = None  # the adapter's task, once known
         self.result: dict | None = None
 
     def compose(self) -> ComposeResult:
@@ -55,7 +55,7 @@ class ComparePane(Vertical):
         yield VerticalScroll(Static("", classes="pane-text"), classes="pane-body")
 
     def on_compare_pane_task(self, message: Task) -> None:
-        self.task = message.task
+        self.kind = message.task
         self.query_one(".pane-status", Static).update(Text(f"{message.task} · running…", style="dim"))
 
     def on_compare_pane_piece(self, message: Piece) -> None:
@@ -64,7 +64,7 @@ class ComparePane(Vertical):
         self.query_one(".pane-body", VerticalScroll).scroll_end(animate=False)
 
     def on_compare_pane_generated(self, message: Generated) -> None:
-        parts = [f"{self.task or 'generation'}"]
+        parts = [self.kind or "generation"]
         if message.first_piece_s is not None:
             parts.append(f"first token {_ms(message.first_piece_s)}")
         parts += [f"total {_ms(message.seconds)}", f"{message.pieces} pieces"]

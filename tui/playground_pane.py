@@ -37,9 +37,11 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
             self.backend = backend
 
     class ResidentChanged(Message):
-        def __init__(self, rows: list):
+        """The resident adapters as ``backend`` reported them."""
+
+        def __init__(self, backend, rows: list):
             super().__init__()
-            self.rows = rows
+            self.backend, self.rows = backend, rows
 
     def __init__(self, server_url: str | None = None, api_key: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -163,7 +165,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
         backend, self.backend = self.backend, None
         if backend is not None:
             backend.close()
-        self.on_playground_pane_resident_changed(self.ResidentChanged([]))
+        self.on_playground_pane_resident_changed(self.ResidentChanged(None, []))
 
     def _set_status(self, text: str) -> None:
         self.query_one("#runtime-status", Static).update(Text(text))
@@ -182,9 +184,11 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
     def refresh_resident(self) -> None:
         backend = self.backend
         if backend is not None:
-            self.post_message(self.ResidentChanged(backend.adapters()))
+            self.post_message(self.ResidentChanged(backend, backend.adapters()))
 
     def on_playground_pane_resident_changed(self, message: ResidentChanged) -> None:
+        if message.backend is not self.backend:  # a late answer from a runtime since stopped
+            return
         self.resident = message.rows
         table = self.query_one("#resident-table", DataTable)
         table.clear()
@@ -242,7 +246,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
             if unload and unload != load:
                 backend.unload(unload)
         finally:
-            self.post_message(self.ResidentChanged(backend.adapters()))
+            self.post_message(self.ResidentChanged(backend, backend.adapters()))
         done = f"swapped {unload} → {load}" if load and unload else f"loaded {load}" if load else f"unloaded {unload}"
         self.app.call_from_thread(self.app.notify, done)
 

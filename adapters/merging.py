@@ -76,13 +76,15 @@ class Parent:
 
 def merge(refs: list[str], *, weights: list[float] | None = None, method: str = "linear",
           density: float | None = None, name: str, store=None, seed: int = 0,
-          device: str = "auto") -> MergeResult:
+          device: str = "cpu") -> MergeResult:
     """Merge stored adapters ``refs`` into a new version of ``name``; returns a ``MergeResult``.
 
     ``weights`` defaults to equal weights summing to 1. ``method``: linear, cat, svd, ties,
     dare_linear or dare_ties (LoRA; prefix adapters: linear). ``density`` (ties and dare only,
     default 0.5) is the fraction of each parent's values kept. ``seed`` fixes dare's random drop.
-    ``store`` is a ``Store``, a store directory, or None for the default store."""
+    ``store`` is a ``Store``, a store directory, or None for the default store. ``device``: where
+    the base is loaded for peft's arithmetic; by default the CPU, which is plenty for arithmetic on
+    adapter-sized matrices and gives the same merge on every machine."""
     from store import Store, check_name
 
     check_name(name)

@@ -1,6 +1,7 @@
 """The Playground tab under Pilot: an in-process Engine over stored tiny-BERT classifiers (load,
 hot-swap, unload, one text to two adapters side by side), generation streaming into a pane from a
-tiny Llama, and the same over HTTP against a real ``adapters serve`` app on 127.0.0.1."""
+tiny Llama, and the same over HTTP against a real ``adapters serve`` app on 127.0.0.1. Also the
+Store tab's merge dialog, which needs real stored adapters like these."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from textual.widgets import ProgressBar
 
 from test_server_support import API_KEY, serve_in_thread, train_into_store
-from test_tui_support import demo_app, pilot_test, wait_until
+from test_tui_support import demo_app, pilot_test, shown_text, wait_until
 from tui.compare import ComparePane
 from tui.modals import ErrorModal
 
@@ -18,11 +19,13 @@ TEXT = "a gripping, beautifully acted film"
 
 @pytest.fixture(scope="module")
 def bert_store(tmp_path_factory, tiny_bert, sentiment_csv):
-    """A store of its own with a LoRA and a prefix sentiment classifier on tiny BERT."""
+    """A store of its own with a LoRA and a prefix sentiment classifier on tiny BERT (the refs
+    returned), and a second LoRA (tui-lora-b@1) to merge with the first."""
     root = tmp_path_factory.mktemp("tui-play") / "store"
     refs = [train_into_store(root, "tui-lora", tiny_bert, sentiment_csv, 1),
             train_into_store(root, "tui-prefix", tiny_bert, sentiment_csv, 2, method="prefix",
                              prefix={"num_virtual_tokens": 4})]
+    train_into_store(root, "tui-lora-b", tiny_bert, sentiment_csv, 3)
     return root, refs
 
 
@@ -152,3 +155,39 @@ async def test_connects_to_adapters_serve(bert_store, tiny_bert):
             await wait_until(pilot, lambda: _resident(play) == [refs[0]], what="the unload over HTTP")
     finally:
         stop()
+
+
+@pilot_test
+async def test_merge_from_the_store_tab(bert_store):
+    from textual.widgets import SelectionList
+
+    from store import Store
+    from tui.merge_modal import MergeModal
+
+    root, refs = bert_store
+    app = demo_app(root)
+    async with app.run_test(size=SIZE) as pilot:
+        store = app.store
+        await wait_until(pilot, lambda: len(store.rows) >= 3, what="the store to load")
+        store.select_ref(refs[0])
+        await wait_until(pilot, lambda: store.selected and store.selected.ref == refs[0])
+        await pilot.press("m")
+        assert isinstance(app.screen, MergeModal)
+        dialog = app.screen
+        await pilot.click("#dialog-ok")  # one version only: the dialog says so and stays open
+        assert "at least two" in str(dialog.query_one("#merge-problem").content)
+        dialog.query_one(SelectionList).select("tui-lora-b@1")
+        dialog.query_one("#merge-weights").value = "0.7, 0.3"
+        dialog.query_one("#merge-method").value = "ties"
+        dialog.query_one("#merge-density").value = "0.6"
+        dialog.query_one("#merge-name").value = "tui-merged"
+        await pilot.pause()  # choosing ties shows the density row: let the layout settle before clicking
+        await pilot.click("#dialog-ok")
+        await wait_until(pilot, lambda: store.selected and store.selected.ref == "tui-merged@1", timeout=120,
+                         what="the merged version")
+        lineage = shown_text(store.query_one("#details-lineage-body"))
+        assert "ties" in lineage and "tui-lora@1  weight 0.7" in lineage and "tui-lora-b@1  weight 0.3" in lineage
+    with Store(root) as s:
+        merge = s.resolve("tui-merged@1").lineage["merge"]
+    assert [p["ref"] for p in merge["parents"]] == ["tui-lora@1", "tui-lora-b@1"]
+    assert merge["method"] == "ties" and merge["density"] == 0.6

@@ -161,7 +161,9 @@ async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "a con
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            screen = pilot.app.screen
+            shown = f"{type(screen).__name__}: {getattr(screen, 'message', '')} {getattr(screen, 'hint', '') or ''}"
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (on screen: {shown.strip()})")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
 

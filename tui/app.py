@@ -148,6 +148,7 @@ class AdaptersApp(App):
             ("Store: verify whole store", "re-hash every file in the store", lambda: store.verify(None)),
             ("Store: diff versions", "compare two versions side by side", store.action_diff),
             ("Store: retrain version", "open the selected version's config in Train", store.action_retrain),
+            ("Store: merge versions", "merge stored versions into a new adapter", store.action_merge),
             ("Train: launch", "start training with the form's config", train.action_launch),
             ("Train: cancel run", "interrupt the selected run", train.action_cancel),
             ("Train: open run's version", "show the run's stored version", train.action_open_version),

@@ -1,5 +1,5 @@
 """The Store screen: adapters with search and filters, their versions, a details pane, and the
-actions on the selected version (tag, untag, remove, export, verify, diff, retrain, merge)."""
+actions on the selected version (tag, untag, remove, export, verify, diff, retrain) and merges."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Select
 from store import Version
 from tui.catalog import AdapterRow, Filters, choices, group, read_versions
 from tui.formatting import age, headline_text, human_size
+from tui.merge_modal import MergeModal, MergeRequest
 from tui.modals import ConfirmModal
 from tui.store_details import VersionDetails
 from tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
@@ -34,6 +35,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
         Binding("v", "verify", "Verify"),
         Binding("d", "diff", "Diff"),
         Binding("n", "retrain", "Retrain"),
+        Binding("m", "merge", "Merge"),
         Binding("f5", "reload", "Reload"),
     ]
 
@@ -282,3 +284,20 @@ class StorePane(ReportsWorkerErrors, Vertical):
         version = self._need_version()
         if version is not None:
             self.post_message(self.Retrain(version))
+
+    def action_merge(self) -> None:
+        if len(self.versions) < 2:
+            self.app.notify("A merge needs at least two stored versions.", severity="warning")
+            return
+        self.app.push_screen(MergeModal(self.versions, self.selected), lambda req: req and self.merge(req))
+
+    @work(thread=True, exit_on_error=False, group="store-write")
+    def merge(self, request: MergeRequest) -> None:
+        """Merge in a worker: it loads torch and the parents' weights."""
+        from adapters.api import merge
+
+        self.app.call_from_thread(self.app.notify, f"merging {', '.join(request.refs)} ({request.method})…")
+        result = merge(request.refs, weights=request.weights, method=request.method, density=request.density,
+                       name=request.name, store=self.app.store_root)
+        self.app.call_from_thread(self.app.notify, f"merged into {result.ref}")
+        self.app.call_from_thread(self.select_ref, result.ref)

@@ -181,8 +181,12 @@ async def test_merge_from_the_store_tab(bert_store):
         dialog.query_one("#merge-method").value = "ties"
         dialog.query_one("#merge-density").value = "0.6"
         dialog.query_one("#merge-name").value = "tui-merged"
-        await pilot.pause()  # choosing ties shows the density row: let the layout settle before clicking
-        await pilot.click("#dialog-ok")
+        ok = dialog.query_one("#dialog-ok")
+        # A button ignores presses while it still shows the last one; keys, not a click, since
+        # the density row has just moved it.
+        await wait_until(pilot, lambda: not ok.has_class("-active"), what="the button to settle")
+        ok.focus()
+        await pilot.press("enter")
         await wait_until(pilot, lambda: store.selected and store.selected.ref == "tui-merged@1", timeout=120,
                          what="the merged version")
         lineage = shown_text(store.query_one("#details-lineage-body"))

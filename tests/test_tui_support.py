@@ -23,7 +23,8 @@ from store.testing import make_adapter_dir
 REPO = Path(__file__).resolve().parents[1]
 FIXED_NOW = 1748779200.0  # 2025-06-01T12:00:00Z
 SNAPSHOT_ROOT = Path("/tmp/adapters-tui-snapshots/store")
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+SNAPSHOT_CONFIGS = SNAPSHOT_ROOT.parent / "configs"
 
 LABELS = ["fresh", "rotten"]
 
@@ -132,6 +133,36 @@ def build_demo_runs(root: Path) -> None:
     write_run(runs, "20250601-115800-rt-minilm-prefix-d4e5f6", "rt-minilm-prefix", FIXED_NOW - 62, 28, 64, False)
 
 
+DEMO_CONFIGS = {
+    "sentiment-lora.yaml": """# Sentiment classification: LoRA on the 4-bit MiniLM encoder.
+name: sentiment-lora
+base: minilm-l6
+task: classification
+method: lora
+quant: 4bit
+lora: {r: 8, alpha: 16, dropout: 0.1}
+data: {source: builtin:rotten-tomatoes, text_column: text, label_column: label, max_length: 64}
+training: {epochs: 2, batch_size: 32, learning_rate: 1.0e-3}
+""",
+    "chat-prefix.yaml": """# Instruction tuning: prefix tuning on SmolLM2.
+name: chat-prefix
+base: smollm2-135m
+task: causal-lm
+method: prefix
+prefix: {num_virtual_tokens: 16}
+data: {source: builtin:chatterbot, prompt_column: prompt, response_column: response}
+training: {epochs: 1, learning_rate: 3.0e-3, max_steps: 200}
+""",
+    "serve.yaml": "base: smollm2-135m\nport: 8000\n",  # not a training config: left out of the list
+}
+
+
+def build_demo_configs(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in DEMO_CONFIGS.items():
+        (directory / name).write_text(text)
+
+
 def snapshot_root() -> Path:
     """The demo store at its fixed path, built once per recipe (safe across processes)."""
     SNAPSHOT_ROOT.parent.mkdir(parents=True, exist_ok=True)
@@ -139,21 +170,27 @@ def snapshot_root() -> Path:
     with FileLock(str(SNAPSHOT_ROOT.parent / ".lock")):
         if not (stamp.is_file() and stamp.read_text() == RECIPE_VERSION and SNAPSHOT_ROOT.is_dir()):
             shutil.rmtree(SNAPSHOT_ROOT, ignore_errors=True)
+            shutil.rmtree(SNAPSHOT_CONFIGS, ignore_errors=True)
             build_demo_store(SNAPSHOT_ROOT)
             build_demo_runs(SNAPSHOT_ROOT)
+            build_demo_configs(SNAPSHOT_CONFIGS)
             stamp.write_text(RECIPE_VERSION)
     return SNAPSHOT_ROOT
 
 
 def demo_app(root: Path | None = None, **kwargs):
-    """The app over a store, with the clock pinned, no cursor blink and no background polling."""
+    """The app over a store (default: the snapshot store and its configs), with the clock pinned,
+    no cursor blink and no background polling."""
     from tui.app import AdaptersApp
 
+    if root is None:
+        root = snapshot_root()
+        kwargs.setdefault("configs_dir", SNAPSHOT_CONFIGS)
     kwargs.setdefault("configs_dir", REPO / "configs")
     kwargs.setdefault("clock", lambda: FIXED_NOW)
     kwargs.setdefault("cursor_blink", False)
     kwargs.setdefault("poll_interval", 0)
-    return AdaptersApp(store_root=root if root is not None else snapshot_root(), **kwargs)
+    return AdaptersApp(store_root=root, **kwargs)
 
 
 async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "a condition") -> None:

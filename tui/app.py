@@ -11,6 +11,7 @@ second.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,7 @@ from tui.train_pane import TrainPane
 
 STYLES = ["app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss"]
 TABS = {"store": StorePane, "train": TrainPane, "playground": PlaygroundPane}
+FIRST_FOCUS = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}
 
 
 class AdaptersApp(App):
@@ -57,6 +59,8 @@ class AdaptersApp(App):
         self.clock = clock
         self.cursor_blink = cursor_blink
         self.initial_tab = initial_tab if initial_tab in TABS else "store"
+        # The screen focuses this when it starts (Textual's auto focus), ahead of anything else.
+        self.AUTO_FOCUS = FIRST_FOCUS[self.initial_tab]
         self.server_url, self.api_key = server_url, api_key
         self.poll_interval = poll_interval
 
@@ -73,7 +77,6 @@ class AdaptersApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = f"store {self.store_root}"
-        self._focus_tab(self.initial_tab)
         if self.server_url:
             self.playground.connect(self.server_url, self.api_key)
 
@@ -95,8 +98,9 @@ class AdaptersApp(App):
         self._focus_tab(tab)
 
     def _focus_tab(self, tab: str) -> None:
-        first = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}[tab]
-        self.call_after_refresh(lambda: self.query_one(first).focus())
+        # After the switch has been drawn: a TabbedContent shows the pane that holds the focus,
+        # so focusing first would switch straight back.
+        self.call_after_refresh(lambda: self.query_one(FIRST_FOCUS[tab]).focus())
 
     # ---- messages between panes ---------------------------------------------------------------------
     def on_store_pane_retrain(self, message: StorePane.Retrain) -> None:
@@ -122,7 +126,8 @@ class AdaptersApp(App):
             out = []
             for b in bindings:
                 if isinstance(b, Binding) and b.show:
-                    out.append((self.get_key_display(b), b.description))
+                    shown = " / ".join(self.get_key_display(replace(b, key=k)) for k in b.key.split(","))
+                    out.append((shown, b.description))
             return out
 
         sections = [("everywhere", keys(self.BINDINGS) + [("ctrl+p", "command palette"),

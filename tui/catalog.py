@@ -243,5 +243,7 @@ def diff_rows(diff: dict) -> list[tuple[str, str, str, str]]:
 
 
 def _short(value: Any, width: int = 48) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"  # metrics computed as sums carry float noise (0.8320000000000001)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 1] + "…"

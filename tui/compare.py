@@ -82,9 +82,10 @@ class ComparePane(Vertical):
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
         rows = [Label(Text.assemble("→ ", (result["label"], "bold")), classes="pane-label")]
         for label, p in ranked:
-            bar = ProgressBar(total=1.0, show_eta=False, classes="prob-bar")
+            bar = ProgressBar(total=1.0, show_eta=False, show_percentage=False, classes="prob-bar")
             bar.progress = p
-            rows.append(Horizontal(Label(Text(label), classes="prob-label"), bar, classes="prob-row"))
+            text = Text.assemble((f"{p:6.1%} ", "bold"), label)
+            rows.append(Horizontal(Label(text, classes="prob-label"), bar, classes="prob-row"))
         body.mount_all(rows)
 
     def on_compare_pane_failed(self, message: Failed) -> None:

@@ -1,0 +1,188 @@
+"""Screenshots of every screen and dialog, compared with the accepted SVGs in __snapshots__/.
+
+The store, run logs and configs have fixed contents and times, the clock is pinned and cursors do
+not blink, so a screenshot changes only when the UI does. After an intended change, look at the
+report pytest writes, then accept with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from store.errors import HintedError
+from test_tui_support import SNAPSHOT_CONFIGS, demo_app, snapshot_root, wait_until
+from tui.compare import ComparePane
+
+NARROW = (80, 24)
+WIDE = (200, 50)
+
+
+async def started(pilot) -> None:
+    """Screenshots run ``run_before`` as soon as the app runs: wait for its mount to finish
+    (it ends by focusing the first widget of the tab)."""
+    await wait_until(pilot, lambda: pilot.app.focused is not None, what="the app to start")
+
+
+async def store_ready(pilot, ref: str | None = None) -> None:
+    app = pilot.app
+    await started(pilot)
+    await wait_until(pilot, lambda: len(app.store.rows) == 4 and app.store.selected is not None
+                     and app.focused is not None and app.focused.id == "adapters-table", what="the store to load")
+    if ref:
+        app.store.select_ref(ref)
+        await wait_until(pilot, lambda: app.store.selected and app.store.selected.ref == ref, what=ref)
+    await pilot.pause()
+
+
+async def runs_ready(pilot) -> None:
+    await started(pilot)
+    train = pilot.app.train
+    await wait_until(pilot, lambda: len(train.runs) == 2, what="the demo runs")
+    train.action_show("train-runs")
+    await pilot.pause()
+
+
+def test_store_narrow(snap_compare):
+    assert snap_compare(demo_app(), terminal_size=NARROW, run_before=store_ready)
+
+
+def test_store_wide(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+
+    assert snap_compare(demo_app(), terminal_size=WIDE, run_before=run_before)
+
+
+def test_store_metrics_tab(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+        pilot.app.query_one("#details-tabs").active = "details-metrics"
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(120, 30), run_before=run_before)
+
+
+def test_store_merged_lineage(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-merged@1")
+
+    assert snap_compare(demo_app(), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_train_form(snap_compare):
+    async def run_before(pilot):
+        await started(pilot)
+        train = pilot.app.train
+        form = train.query_one("#config-form")
+        await wait_until(pilot, lambda: train.configs, what="the configs")
+        train.pick_config(SNAPSHOT_CONFIGS / "chat-prefix.yaml")
+        await wait_until(pilot, lambda: form.resolved is not None, what="the form")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=NARROW, run_before=run_before)
+
+
+def test_train_runs_narrow(snap_compare):
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=NARROW, run_before=runs_ready)
+
+
+def test_train_runs_wide(snap_compare):
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=WIDE, run_before=runs_ready)
+
+
+def test_playground_runtime(snap_compare):
+    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=NARROW, run_before=started)
+
+
+def test_playground_side_by_side(snap_compare):
+    """Panes fed fixed answers (what the workers post), so latencies are stable."""
+
+    async def run_before(pilot):
+        await started(pilot)
+        play = pilot.app.playground
+        play.query_one("#play-tabs").active = "play-compare"
+        play.query_one("#compare-refs").value = "rt-minilm-lora@prod, rt-minilm-prefix@1, chat-smollm2-lora"
+        play.query_one("#compare-input").value = "a gripping, beautifully acted film"
+        box = play.query_one("#compare-panes")
+        panes = [ComparePane(ref) for ref in ("rt-minilm-lora@prod", "rt-minilm-prefix@1", "chat-smollm2-lora")]
+        await box.mount_all(panes)
+        panes[0].post_message(ComparePane.Task("classification"))
+        panes[0].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.91,
+                                                                                          "rotten": 0.09}}, 0.042))
+        panes[1].post_message(ComparePane.Task("classification"))
+        panes[1].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.64,
+                                                                                          "rotten": 0.36}}, 0.038))
+        panes[2].post_message(ComparePane.Task("causal-lm"))
+        for piece in ("I loved it", ": the acting", " is superb."):
+            panes[2].post_message(ComparePane.Piece(piece))
+        panes[2].post_message(ComparePane.Generated(0.61, 0.12, 3))
+        await wait_until(pilot, lambda: panes[0].result and panes[1].result and "pieces" in
+                         str(panes[2].query_one(".pane-status").content), what="the panes")
+        play.query_one("#compare-input").focus()
+        await pilot.pause()
+
+    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=(120, 30), run_before=run_before)
+
+
+def test_help_screen(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(demo_app(), terminal_size=(100, 40), run_before=run_before)
+
+
+def test_error_modal(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot)
+        pilot.app.show_error(HintedError("no adapter named 'sentimnet' in the store /tmp/adapters-tui-snapshots/store",
+                                         "see `adapters list`, or pass --store for another store"))
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=NARROW, run_before=run_before)
+
+
+def test_remove_confirmation(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+        await pilot.press("delete")
+
+    assert snap_compare(demo_app(), terminal_size=NARROW, run_before=run_before)
+
+
+def test_tag_dialog(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-prefix@1")
+        await pilot.press("t", *"canary")
+
+    assert snap_compare(demo_app(), terminal_size=NARROW, run_before=run_before)
+
+
+def test_diff_screen(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+        await pilot.press("d")
+        table = pilot.app.screen.query_one("#diff-table")
+        await wait_until(pilot, lambda: table.row_count > 0, what="the diff")
+
+    assert snap_compare(demo_app(), terminal_size=(120, 30), run_before=run_before)
+
+
+def test_merge_dialog(snap_compare):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+        await pilot.press("m")
+        screen = pilot.app.screen
+        screen.query_one("#merge-refs").select("rt-minilm-lora@1")
+        screen.query_one("#merge-weights").value = "0.7, 0.3"
+        screen.query_one("#merge-method").value = "ties"
+        await pilot.pause()
+
+    assert snap_compare(demo_app(), terminal_size=(100, 32), run_before=run_before)
+
+
+def test_snapshot_store_is_the_demo(tmp_path):
+    """The fixed store really holds the demo contents (a stale one would hide UI changes)."""
+    from store import Store
+
+    with Store(snapshot_root()) as s:
+        assert [v.ref for v in s.list()] == ["chat-smollm2-lora@1", "rt-merged@1", "rt-minilm-lora@1",
+                                             "rt-minilm-lora@2", "rt-minilm-prefix@1"]

@@ -10,12 +10,24 @@ from adapters.errors import ConfigError
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+TRAINING_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("serve-"))
+SERVE_CONFIGS = sorted(CONFIGS.glob("serve-*.yaml"))
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert cfg.name == path.stem
     # The resolved config round-trips through YAML unchanged.
     assert validate(__import__("yaml").safe_load(to_yaml(cfg))) == cfg
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+def test_shipped_serve_configs_validate(path):
+    from adapters.server.cli import load_config as load_serve_config
+
+    cfg = load_serve_config(path, {})
+    assert cfg.base and cfg.adapters
 
 
 def test_unknown_key_suggests_the_close_one():

@@ -16,9 +16,12 @@ WIDE = (200, 50)
 
 
 async def started(pilot) -> None:
-    """Screenshots run ``run_before`` as soon as the app runs: wait for its mount to finish
-    (it ends by focusing the first widget of the tab)."""
-    await wait_until(pilot, lambda: pilot.app.focused is not None, what="the app to start")
+    """Screenshots run ``run_before`` as soon as the app runs: wait for the first tab's focus and
+    for the other tabs, which mount just after the first frame (every pane's last widget)."""
+    app = pilot.app
+    await wait_until(pilot, lambda: app.focused is not None and all(
+        app.query(selector) for selector in ("#store-details", "#run-view #metric-plot", "#compare-panes")),
+        what="the app to start")
 
 
 async def store_ready(pilot, ref: str | None = None) -> None:

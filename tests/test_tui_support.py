@@ -112,7 +112,8 @@ def write_run(runs_dir: Path, run_id: str, name: str, start: float, steps: int, 
     for step in range(1, steps + 1):
         t = start + step * step_s
         events.append({"event": "step", "time": t, "step": step, "epoch": round(step / (total // 2), 3),
-                       "loss": round(0.7 * 0.93 ** step + 0.05 * ((step * 7) % 3) / 3, 5), "lr": 1e-3 * (1 - step / total),
+                       "loss": round(0.7 * 0.93 ** step + 0.05 * ((step * 7) % 3) / 3, 5),
+                       "lr": 1e-3 * (1 - step / total),
                        "tokens_per_s": 1500.0 + 10 * step})
         if step % (total // 4) == 0:
             f1 = round(0.5 + 0.35 * step / total, 4)
@@ -224,3 +225,4 @@ def shown_text(static, width: int = 120) -> str:
     console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
     console.print(static.content)
     return console.export_text()
+

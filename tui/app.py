@@ -1,8 +1,8 @@
 """The ``adapters tui`` application: Store, Train and Playground tabs over one adapter store.
 
-Only Textual, the store and small stdlib-backed modules load at start; torch, transformers,
-pydantic and httpx load inside the workers that need them, so the UI opens in well under a
-second.
+Only Textual, the store and the first tab's modules load before the first frame; the other tabs
+load just after it, and torch, transformers, pydantic and httpx load inside the workers that need
+them, so the UI opens in about a second.
 
     from tui.app import AdaptersApp
     AdaptersApp(store_root="~/.local/share/adapters", configs_dir="configs").run()
@@ -12,23 +12,38 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from typing import TYPE_CHECKING
+
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from store import default_root
-from tui.commands import AdapterCommands
 from tui.modals import ConfirmModal, ErrorModal, HelpScreen, describe_error
-from tui.playground_pane import PlaygroundPane
-from tui.store_pane import StorePane
-from tui.train_pane import TrainPane
+from tui.widgets import Deferred
 
-STYLES = ["app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss"]
-TABS = {"store": StorePane, "train": TrainPane, "playground": PlaygroundPane}
+if TYPE_CHECKING:
+    from tui.playground_pane import PlaygroundPane
+    from tui.store_pane import StorePane
+    from tui.train_pane import TrainPane
+
+# Absolute paths: Textual resolves relative ones against the module of the (sub)class in use.
+STYLES = [Path(__file__).parent / name for name in
+          ("app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss")]
+TABS = ("store", "train", "playground")
 FIRST_FOCUS = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}
+
+
+def adapter_commands():
+    """The palette's provider, imported when the palette first opens (Textual accepts a callable)."""
+    from tui.commands import AdapterCommands
+
+    return AdapterCommands
 
 
 class AdaptersApp(App):
@@ -37,9 +52,7 @@ class AdaptersApp(App):
 
     TITLE = "adapters"
     CSS_PATH = STYLES
-    COMMANDS = App.COMMANDS | {AdapterCommands}
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    COMMANDS = App.COMMANDS | {adapter_commands}
     BINDINGS = [
         Binding("1", "show_tab('store')", "Store"),
         Binding("2", "show_tab('train')", "Train"),
@@ -67,31 +80,40 @@ class AdaptersApp(App):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="◆")
         with TabbedContent(initial=self.initial_tab, id="tabs"):
-            with TabPane("Store", id="store"):
-                yield StorePane(id="store-pane")
-            with TabPane("Train", id="train"):
-                yield TrainPane(poll_interval=self.poll_interval, id="train-pane")
-            with TabPane("Playground", id="playground"):
-                yield PlaygroundPane(server_url=self.server_url, api_key=self.api_key, id="playground-pane")
+            for tab in TABS:
+                with TabPane(tab.capitalize(), id=tab):
+                    # The hidden tabs (and their modules) load just after the first frame.
+                    yield self.make_pane(tab) if tab == self.initial_tab else Deferred(partial(self.make_pane, tab))
         yield Footer()
+
+    def make_pane(self, tab: str) -> Widget:
+        if tab == "store":
+            from tui.store_pane import StorePane
+
+            return StorePane(id="store-pane")
+        if tab == "train":
+            from tui.train_pane import TrainPane
+
+            return TrainPane(poll_interval=self.poll_interval, id="train-pane")
+        from tui.playground_pane import PlaygroundPane
+
+        return PlaygroundPane(server_url=self.server_url, api_key=self.api_key, id="playground-pane")
 
     def on_mount(self) -> None:
         self.sub_title = f"store {self.store_root}"
-        if self.server_url:
-            self.playground.connect(self.server_url, self.api_key)
 
     # ---- panes --------------------------------------------------------------------------------------
     @property
     def store(self) -> StorePane:
-        return self.query_one(StorePane)
+        return self.query_one("#store-pane")
 
     @property
     def train(self) -> TrainPane:
-        return self.query_one(TrainPane)
+        return self.query_one("#train-pane")
 
     @property
     def playground(self) -> PlaygroundPane:
-        return self.query_one(PlaygroundPane)
+        return self.query_one("#playground-pane")
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
@@ -133,39 +155,49 @@ class AdaptersApp(App):
         sections = [("everywhere", keys(self.BINDINGS) + [("ctrl+p", "command palette"),
                                                         ("tab / shift+tab", "next / previous field"),
                                                         ("escape", "close a dialog")])]
-        sections += [(name, keys(pane.BINDINGS)) for name, pane in TABS.items()]
+        from tui.playground_pane import PlaygroundPane
+        from tui.store_pane import StorePane
+        from tui.train_pane import TrainPane
+
+        sections += [(name, keys(pane.BINDINGS)) for name, pane in
+                     (("store", StorePane), ("train", TrainPane), ("playground", PlaygroundPane))]
         notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
                  "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]
         self.push_screen(HelpScreen(sections, notes))
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
-        store, train, play = self.store, self.train, self.playground
+        def call(tab: str, method: str, *args) -> Callable[[], object]:
+            # Looked up when run: a tab's pane mounts only after the first frame.
+            return lambda: getattr(self.query_one(f"#{tab}-pane"), method)(*args)
+
         return [
             ("Go to Store", "adapters, versions, lineage", lambda: self.action_show_tab("store")),
             ("Go to Train", "configs and runs", lambda: self.action_show_tab("train")),
             ("Go to Playground", "engine, server, side-by-side", lambda: self.action_show_tab("playground")),
-            ("Store: reload", "read the store again", store.action_reload),
-            ("Store: tag version", "point an alias at the selected version", store.action_tag),
-            ("Store: untag version", "remove an alias of the selected version", store.action_untag),
-            ("Store: remove version", "remove the selected version (asks first)", store.action_remove),
-            ("Store: export version", "copy the selected version as a PEFT directory", store.action_export),
-            ("Store: verify version", "re-hash the selected version's files", store.action_verify),
-            ("Store: verify whole store", "re-hash every file in the store", lambda: store.verify(None)),
-            ("Store: diff versions", "compare two versions side by side", store.action_diff),
-            ("Store: retrain version", "open the selected version's config in Train", store.action_retrain),
-            ("Store: merge versions", "merge stored versions into a new adapter", store.action_merge),
-            ("Train: launch", "start training with the form's config", train.action_launch),
-            ("Train: cancel run", "interrupt the selected run", train.action_cancel),
-            ("Train: open run's version", "show the run's stored version", train.action_open_version),
-            ("Train: reload configs", "list configs/ again", train.action_reload_configs),
-            ("Playground: send", "send the input to every listed adapter", play.action_send),
-            ("Playground: refresh resident adapters", "ask the runtime again", play.action_refresh_resident),
-            ("Playground: stop runtime", "stop the engine or disconnect", play.stop_backend),
+            ("Store: reload", "read the store again", call("store", "action_reload")),
+            ("Store: tag version", "point an alias at the selected version", call("store", "action_tag")),
+            ("Store: untag version", "remove an alias of the selected version", call("store", "action_untag")),
+            ("Store: remove version", "remove the selected version (asks first)", call("store", "action_remove")),
+            ("Store: export version", "copy the selected version as a PEFT directory", call("store", "action_export")),
+            ("Store: verify version", "re-hash the selected version's files", call("store", "action_verify")),
+            ("Store: verify whole store", "re-hash every file in the store", call("store", "verify", None)),
+            ("Store: diff versions", "compare two versions side by side", call("store", "action_diff")),
+            ("Store: retrain version", "open the selected version's config in Train", call("store", "action_retrain")),
+            ("Store: merge versions", "merge stored versions into a new adapter", call("store", "action_merge")),
+            ("Train: launch", "start training with the form's config", call("train", "action_launch")),
+            ("Train: cancel run", "interrupt the selected run", call("train", "action_cancel")),
+            ("Train: open run's version", "show the run's stored version", call("train", "action_open_version")),
+            ("Train: reload configs", "list configs/ again", call("train", "action_reload_configs")),
+            ("Playground: send", "send the input to every listed adapter", call("playground", "action_send")),
+            ("Playground: refresh resident adapters", "ask the runtime again",
+             call("playground", "action_refresh_resident")),
+            ("Playground: stop runtime", "stop the engine or disconnect", call("playground", "stop_backend")),
             ("Help: keys", "every key binding", self.action_help),
         ]
 
     async def action_quit(self) -> None:
-        running = [p for p in self.train.processes.values() if p.running]
+        trains = self.query("#train-pane")
+        running = [p for p in trains.first().processes.values() if p.running] if trains else []
         if not running:
             self.exit()
             return

@@ -10,7 +10,7 @@ from typing import Any
 
 from store import Store, Version
 
-from tui.formatting import headline_text, human_size, number, timestamp
+from tui.formatting import human_size, number, timestamp
 
 CONFIG_FILE = "training_config.yaml"
 

@@ -11,6 +11,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Static
 
+from tui.widgets import fill_table
+
 
 def describe_error(error: BaseException) -> tuple[str, str, str | None]:
     """(title, message, hint) for any exception: the project's HintedError carries message and
@@ -106,10 +108,9 @@ class HelpScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("where", "key", "does")
-        for section, keys in self.sections:
-            for i, (key, description) in enumerate(keys):
-                table.add_row(section if i == 0 else "", key, description)
+        rows = [([section if i == 0 else "", key, description], None)
+                for section, keys in self.sections for i, (key, description) in enumerate(keys)]
+        fill_table(table, ["where", "key", "does"], rows)
         self.query_one("#help-close", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

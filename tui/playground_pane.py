@@ -15,8 +15,9 @@ from textual.widgets import Button, DataTable, Label, Select, Static, TabbedCont
 
 from tui.compare import ComparePane
 from tui.formatting import human_size
-from tui.widgets import ReportsWorkerErrors, TextField
+from tui.widgets import ReportsWorkerErrors, TextField, fill_table
 
+RESIDENT_COLUMNS = ["ref", "state", "task", "method", "memory", "version"]
 STATE_STYLES = {"READY": "green", "LOADING": "yellow", "FAILED": "red"}
 
 
@@ -91,9 +92,13 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
                 yield Horizontal(id="compare-panes")
 
     def on_mount(self) -> None:
+        if not self.app.is_running:  # mounted (deferred) while the app shuts down: no children
+            return
         table = self.query_one("#resident-table", DataTable)
         table.border_title = "resident adapters"
-        table.add_columns("ref", "state", "task", "method", "memory", "version")
+        fill_table(table, RESIDENT_COLUMNS, [])
+        if self.server_url:  # `adapters tui --connect URL`
+            self.connect(self.server_url, self.api_key)
 
     # ---- connecting -------------------------------------------------------------------------------
     @on(Button.Pressed, "#engine-start")
@@ -191,11 +196,9 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
             return
         self.resident = message.rows
         table = self.query_one("#resident-table", DataTable)
-        table.clear()
-        for row in message.rows:
-            state = Text(row.state, style=STATE_STYLES.get(row.state, ""))
-            table.add_row(Text(row.ref), state, row.task or "", row.method or "", human_size(row.bytes),
-                          row.version or "", key=row.ref)
+        fill_table(table, RESIDENT_COLUMNS, [
+            ([Text(row.ref), Text(row.state, style=STATE_STYLES.get(row.state, "")), row.task or "", row.method or "",
+              human_size(row.bytes), row.version or ""], row.ref) for row in message.rows])
         total = sum(r.bytes for r in message.rows)
         table.border_subtitle = f"{len(message.rows)} resident · {human_size(total)}" if message.rows else ""
 

@@ -3,7 +3,6 @@ per class, and files with their sizes, one tab each."""
 
 from __future__ import annotations
 
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -58,6 +57,8 @@ class VersionDetails(Vertical):
         if d.merge:
             lineage += [Text(""), _pairs("merged from", d.merge)]
         bodies["lineage"].update(Group(*lineage))
+        from rich.syntax import Syntax  # pygments: loaded on first use, not at start
+
         bodies["config"].update(Syntax(d.config, "yaml", theme="ansi_dark", word_wrap=True,
                                        background_color="default"))
         metric_parts = []

@@ -14,7 +14,7 @@ from textual.widgets import Button, DataTable, Label, Select, Static
 
 from store import Version
 from tui.catalog import diff_rows
-from tui.widgets import ReportsWorkerErrors, TextField
+from tui.widgets import ReportsWorkerErrors, TextField, fill_table
 
 
 class _Dialog(ModalScreen):
@@ -129,9 +129,8 @@ class ProblemsModal(_Dialog):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("kind", "message")
-        for p in self.problems:
-            table.add_row(p.kind, Text(p.message))
+        fill_table(table, ["kind", "message"], [([p.kind, Text(p.message)], None) for p in self.problems],
+                   max_width=120)
         table.focus()
 
 
@@ -179,7 +178,5 @@ class DiffScreen(ReportsWorkerErrors, _Dialog):
         self.query_one("#diff-summary", Static).update(
             Text(f"{diff['a']} vs {diff['b']}: {same}, {len(rows)} entries differ"))
         table = self.query_one("#diff-table", DataTable)
-        table.clear(columns=True)
-        table.add_columns("section", "key", diff["a"], diff["b"])
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+        fill_table(table, ["section", "key", diff["a"], diff["b"]],
+                   [([Text(cell) for cell in row], None) for row in rows])

@@ -1,9 +1,13 @@
 """The Store screen: adapters with search and filters, their versions, a details pane, and the
-actions on the selected version (tag, untag, remove, export, verify, diff, retrain) and merges."""
+actions on the selected version (tag, untag, remove, export, verify, diff, retrain) and merges.
+
+The dialogs are imported when first opened: the Store is the first screen, and every module
+loaded before its first frame delays it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -16,13 +20,16 @@ from textual.widgets import DataTable, Select
 from store import Version
 from tui.catalog import AdapterRow, Filters, choices, group, read_versions
 from tui.formatting import age, headline_text, human_size
-from tui.merge_modal import MergeModal, MergeRequest
 from tui.modals import ConfirmModal
 from tui.store_details import VersionDetails
-from tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
-from tui.widgets import ReportsWorkerErrors, TextField
+from tui.widgets import ReportsWorkerErrors, TextField, fill_table
+
+if TYPE_CHECKING:
+    from tui.merge_modal import MergeRequest
 
 ANY = "__any__"
+ADAPTER_COLUMNS = ["name", "versions", "aliases", "base", "method", "task", "headline metric", "created"]
+VERSION_COLUMNS = ["version", "aliases", "content id", "metric", "size", "created"]
 
 
 class StorePane(ReportsWorkerErrors, Vertical):
@@ -57,6 +64,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.rows: list[AdapterRow] = []
         self.filters = Filters()
         self.selected: Version | None = None
+        self.shown_adapter: str | None = None  # whose versions the versions table lists
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="store-filters"):
@@ -71,12 +79,12 @@ class StorePane(ReportsWorkerErrors, Vertical):
             yield VersionDetails(id="store-details")
 
     def on_mount(self) -> None:
-        adapters = self.query_one("#adapters-table", DataTable)
-        adapters.border_title = "adapters"
-        adapters.add_columns("name", "versions", "aliases", "base", "method", "task", "headline metric", "created")
-        versions = self.query_one("#versions-table", DataTable)
-        versions.border_title = "versions"
-        versions.add_columns("version", "aliases", "content id", "metric", "size", "created")
+        if not self.app.is_running:  # mounted (deferred) while the app shuts down: no children
+            return
+        self.query_one("#adapters-table", DataTable).border_title = "adapters"
+        self.query_one("#versions-table", DataTable).border_title = "versions"
+        fill_table(self.query_one("#adapters-table", DataTable), ADAPTER_COLUMNS, [])
+        fill_table(self.query_one("#versions-table", DataTable), VERSION_COLUMNS, [])
         self.query_one(VersionDetails).show(None)
         self.reload()
 
@@ -103,12 +111,10 @@ class StorePane(ReportsWorkerErrors, Vertical):
         table = self.query_one("#adapters-table", DataTable)
         now = self.app.clock()
         select_name = select_ref.split("@")[0] if select_ref else None
-        table.clear()
-        for row in self.rows:
-            latest = row.latest
-            table.add_row(Text(row.name, style="bold"), str(row.total_versions), Text(row.aliases),
-                          Text(latest.base or ""), latest.method or "", latest.task or "",
-                          headline_text(latest.metrics), age(latest.created, now), key=row.name)
+        fill_table(table, ADAPTER_COLUMNS, [
+            ([Text(row.name, style="bold"), str(row.total_versions), Text(row.aliases), Text(row.latest.base or ""),
+              row.latest.method or "", row.latest.task or "", headline_text(row.latest.metrics),
+              age(row.latest.created, now)], row.name) for row in self.rows])
         names = [r.name for r in self.rows]
         if select_name in names:
             table.move_cursor(row=names.index(select_name))
@@ -123,12 +129,12 @@ class StorePane(ReportsWorkerErrors, Vertical):
     def show_versions(self, select_ref: str | None = None) -> None:
         row = self.current_row()
         table = self.query_one("#versions-table", DataTable)
-        table.clear()
         now = self.app.clock()
         newest_first = list(reversed(row.versions)) if row else []
-        for v in newest_first:
-            table.add_row(Text(v.ref, style="bold"), Text(", ".join(v.aliases)), v.short_digest[7:],
-                          headline_text(v.metrics), human_size(v.size_bytes), age(v.created, now), key=v.ref)
+        self.shown_adapter = row.name if row else None
+        fill_table(table, VERSION_COLUMNS, [
+            ([Text(v.ref, style="bold"), Text(", ".join(v.aliases)), v.short_digest[7:], headline_text(v.metrics),
+              human_size(v.size_bytes), age(v.created, now)], v.ref) for v in newest_first])
         refs = [v.ref for v in newest_first]
         if select_ref in refs:
             table.move_cursor(row=refs.index(select_ref))
@@ -140,7 +146,10 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     @on(DataTable.RowHighlighted, "#adapters-table")
     def _adapter_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.show_versions()
+        # Refilling the table highlights a row too: only another adapter changes the versions.
+        row = self.current_row()
+        if row is None or row.name != self.shown_adapter:
+            self.show_versions()
 
     @on(DataTable.RowHighlighted, "#versions-table")
     def _version_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -150,6 +159,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     @on(TextField.Changed, "#store-search")
     def _search_changed(self, event: TextField.Changed) -> None:
+        if event.value == self.filters.text:
+            return
         self.filters.text = event.value
         self.refresh_tables(self.selected.ref if self.selected else None)
 
@@ -162,6 +173,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
         attribute = (event.select.id or "").removeprefix("filter-")
         if attribute in ("method", "task", "base"):
             value = event.value if isinstance(event.value, str) and event.value != ANY else None
+            if getattr(self.filters, attribute) == value:
+                return  # new options with the same choice (after a reload): nothing to redo
             setattr(self.filters, attribute, value)
             self.refresh_tables(self.selected.ref if self.selected else None)
 
@@ -192,11 +205,15 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def action_tag(self) -> None:
+        from tui.store_modals import TagModal
+
         version = self._need_version()
         if version is not None:
             self.app.push_screen(TagModal(version), lambda alias: alias and self.change_alias(version.ref, alias, True))
 
     def action_untag(self) -> None:
+        from tui.store_modals import UntagModal
+
         version = self._need_version()
         if version is None:
             return
@@ -235,6 +252,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.app.call_from_thread(self.reload)
 
     def action_export(self) -> None:
+        from tui.store_modals import ExportModal
+
         version = self._need_version()
         if version is not None:
             self.app.push_screen(ExportModal(version, Path.cwd()), lambda dest: dest and self.export(version, dest))
@@ -261,11 +280,15 @@ class StorePane(ReportsWorkerErrors, Vertical):
             problems = s.verify(ref)
         subject = ref or "the store"
         if problems:
+            from tui.store_modals import ProblemsModal
+
             self.app.call_from_thread(self.app.push_screen, ProblemsModal(subject, problems))
         else:
             self.app.call_from_thread(self.app.notify, f"verified {subject}: no problems")
 
     def action_diff(self) -> None:
+        from tui.store_modals import DiffScreen
+
         version = self._need_version()
         if version is None:
             return
@@ -286,6 +309,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
             self.post_message(self.Retrain(version))
 
     def action_merge(self) -> None:
+        from tui.merge_modal import MergeModal
+
         if len(self.versions) < 2:
             self.app.notify("A merge needs at least two stored versions.", severity="warning")
             return

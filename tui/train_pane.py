@@ -23,7 +23,9 @@ from tui.formatting import age, headline_text
 from tui.run_view import STATUS_STYLES, RunView
 from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
 from tui.train_form import ConfigForm
-from tui.widgets import ReportsWorkerErrors
+from tui.widgets import ReportsWorkerErrors, fill_table
+
+RUN_COLUMNS = ["name", "status", "progress", "metric", "started", "run"]
 
 
 class TrainPane(ReportsWorkerErrors, Vertical):
@@ -78,9 +80,10 @@ class TrainPane(ReportsWorkerErrors, Vertical):
                 yield RunView(id="run-view")
 
     def on_mount(self) -> None:
+        if not self.app.is_running:  # mounted (deferred) while the app shuts down: no children
+            return
         self.query_one("#config-list", OptionList).border_title = "configs"
-        runs = self.query_one("#runs-table", DataTable)
-        runs.add_columns("name", "status", "progress", "metric", "started", "run")
+        fill_table(self.query_one("#runs-table", DataTable), RUN_COLUMNS, [])
         root = self.app.store_root
         self.watcher = RunWatcher(self.app.runs_dir, lambda run_ids: refs_by_run(root, run_ids))
         self.action_reload_configs()
@@ -221,7 +224,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         now = self.app.clock()
         ordered = sorted(self.runs.values(), key=lambda r: r.run_id, reverse=True)
         keep = self.shown_run
-        table.clear()
+        rows = []
         for run in ordered:
             status = run.display_status(now)
             progress = f"{run.step}/{run.total_steps}" if run.total_steps else "—"
@@ -229,8 +232,9 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             if run.evals:
                 metric = headline_text({run.evals[-1]["split"] or "dev": run.evals[-1]["metrics"]})
             name = Text(run.name or "?") + (Text(f" → {run.ref}", style="green") if run.ref else Text(""))
-            table.add_row(name, Text(status, style=STATUS_STYLES.get(status, "")), progress, metric,
-                          age(run.started, now), Text(run.run_id, style="dim"), key=run.run_id)
+            rows.append(([name, Text(status, style=STATUS_STYLES.get(status, "")), progress, metric,
+                          age(run.started, now), Text(run.run_id, style="dim")], run.run_id))
+        fill_table(table, RUN_COLUMNS, rows)
         ids = [r.run_id for r in ordered]
         if keep in ids:
             table.move_cursor(row=ids.index(keep))

@@ -38,7 +38,7 @@ def test_lru_evicts_least_recently_used_by_count(tiny_llama, variants):
     engine.generate(["hi"], [variants[1]], max_new_tokens=1)
     assert sorted(_names(engine)) == sorted([variants[1], variants[2]])
     assert engine.model is model
-    assert set(engine.peft.peft_config) == {i.name for i in engine.adapters()}
+    assert set(engine.lora.slots) == {i.name for i in engine.adapters()}  # evicted LoRA slots are freed
 
 
 def test_lru_evicts_by_bytes(tiny_llama, variants):
@@ -92,7 +92,7 @@ def test_adapter_of_another_base_is_refused(tiny_llama, gen_adapters, tmp_path):
         engine.load(str(wrong))
     (info,) = engine.adapters()
     assert info.state == FAILED and "other base" in info.error
-    assert engine.peft is None  # nothing was injected
+    assert not engine.lora.slots and not engine.lora.layers  # nothing was put in place
 
 
 def test_internal_names_do_not_trip_peft_prefix_warnings(tiny_llama, gen_adapters):

@@ -1,9 +1,9 @@
 """The hot-swap engine: one resident (quantized) base, many adapters, mixed batches.
 
-LoRA adapters live in one PeftModel around the resident base and are picked per row with peft's
-``adapter_names`` hooks (eval mode only). Prefix adapters never enter peft: peft refuses LoRA and
-prefix adapters on one model, so the engine keeps each prefix as plain virtual key/values and feeds
-them through the cache per row (see ``prefix.py``); those rows run the base with ``__base__``.
+LoRA adapters live in a slot bank with forward hooks on the targeted linear layers, picked per row
+(see ``lora.py``). Prefix adapters are plain virtual key/values fed through the cache per row
+(see ``prefix.py``; peft itself refuses LoRA and prefix adapters on one model); those rows take
+LoRA slot 0, which is zeros.
 Classifier heads are per adapter over the shared body (see ``heads.py``). So one batch can hold
 rows for LoRA A, LoRA B, prefix P, prefix Q and the bare base, in one forward pass per step.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +25,7 @@ import torch
 from adapters.errors import UsageError
 from adapters.runtime.cache import FAILED, LOADING, READY, AdapterInfo, CacheFullError, Entry, LRU
 from adapters.runtime.generate import Decoding
+from adapters.runtime.lora import LoraBank
 
 BASE = "__base__"
 
@@ -101,7 +101,7 @@ class Engine(Decoding):
         if not self.dtype.is_floating_point:
             self.dtype = self.plan.compute_dtype
         self.device = self.model.get_input_embeddings().weight.device
-        self.peft = None  # a PeftModel once the first LoRA adapter is resident
+        self.lora = LoraBank(self.model, self.device)
         self._resolve = resolver or store_resolver(store_root)
         self._lock = threading.RLock()
         # Signalled when a call releases its adapters: a load that found every slot pinned waits
@@ -255,29 +255,14 @@ class Engine(Decoding):
         return cfg.num_hidden_layers, heads, head_dim
 
     def _add_lora(self, files) -> None:
-        from peft import get_peft_model, set_peft_model_state_dict
-
         from adapters.inference import BaseMismatchError
-        from adapters.modeling import quiet_loading
-        from adapters.runtime.files import lora_only_config
+        from adapters.runtime.lora import LoraFitError, lora_matrices
 
-        # Heads are served by heads.py, so no modules_to_save here; no task type either, so peft
-        # adds no head wrappers of its own to the shared base.
-        config = lora_only_config(files.peft_config)
-        with quiet_loading():
-            if self.peft is None:
-                self.peft = get_peft_model(self.model, config, adapter_name=files.name)
-            else:
-                self.peft.add_adapter(files.name, config)
-            result = set_peft_model_state_dict(self.peft, files.lora, adapter_name=files.name)
-        self.peft.eval()  # new LoRA modules start in train mode (dropout on, adapter_names refused)
-        unexpected = [k for k in result.unexpected_keys if files.name in k or ".lora_" in k]
-        missing = [k for k in result.missing_keys if f".{files.name}." in k]
-        if unexpected or missing:
-            self.peft.delete_adapter(files.name)
-            raise BaseMismatchError(f"LoRA adapter {files.path} does not fit this base "
-                             f"({len(unexpected)} unexpected, {len(missing)} missing weights)",
-                             "it was trained on another base architecture")
+        try:
+            self.lora.add(files.name, lora_matrices(files.lora, files.peft_config))
+        except LoraFitError as exc:
+            raise BaseMismatchError(f"LoRA adapter {files.path} does not fit this base: {exc}",
+                                    "it was trained on another base architecture") from None
 
     def _drop(self, name: str) -> None:
         entry = self._cache.pop(name)
@@ -286,10 +271,7 @@ class Engine(Decoding):
         for ref in entry.info.refs:
             if self._refs.get(ref) == name:
                 del self._refs[ref]
-        if entry.payload and entry.payload["method"] == "lora" and self.peft is not None:
-            with warnings.catch_warnings():  # "was active which is now deleted": rows name adapters
-                warnings.simplefilter("ignore")
-                self.peft.delete_adapter(name)
+        self.lora.remove(name)
 
     @contextlib.contextmanager
     def _pinned(self, refs: list[str | None]):
@@ -320,10 +302,8 @@ class Engine(Decoding):
 
     # ---- one forward pass over mixed rows ---------------------------------------------------------
     def _hooks(self, entries):
-        if self.peft is None:
-            return contextlib.nullcontext()
-        names = [e.info.name if e is not None and e.payload["method"] == "lora" else BASE for e in entries]
-        return self.peft.base_model._enable_peft_forward_hooks(adapter_names=names)
+        return self.lora.routed([e.info.name if e is not None and e.payload["method"] == "lora" else None
+                                 for e in entries])
 
     def _prefixes(self, entries) -> tuple[list, list[int]]:
         prefixes = [e.payload["prefix"] if e is not None else None for e in entries]

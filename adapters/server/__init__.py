@@ -6,6 +6,13 @@
     app = create_app(engine, api_key=None, limits=Limits())
 """
 
-from adapters.server.app import Limits, create_app, looks_like_path, store_resolver
-
 __all__ = ["Limits", "create_app", "looks_like_path", "store_resolver"]
+
+
+def __getattr__(name: str):
+    # FastAPI is imported on first use, not when the CLI registers `adapters serve`.
+    if name in __all__:
+        from adapters.server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'adapters.server' has no attribute {name!r}")

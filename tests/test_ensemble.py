@@ -102,7 +102,7 @@ def member_distribution(loaded, prompt: str, tokens: list[int]) -> torch.Tensor:
     tok = loaded.tokenizer
     ids = tok(format_prompt(tok, prompt), add_special_tokens=False)["input_ids"] + tokens
     with torch.no_grad():
-        logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.model.device)).logits[0, -1].cpu()
     return torch.softmax(logits.float(), -1)
 
 

@@ -34,9 +34,9 @@ def _base(path, task: str, labels=None):
 
 
 def _logits(model, tokenizer, texts):
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    batch = tokenizer(texts, return_tensors="pt", padding=True).to(model.device)
     with torch.no_grad():
-        return model(**batch).logits.float()
+        return model(**batch).logits.float().cpu()
 
 
 def peft_weighted(base_model, dirs, weights, method, density=None, seed=0):

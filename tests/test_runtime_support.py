@@ -89,7 +89,8 @@ def bert_cls_adapters(runtime_root, tiny_bert, sentiment_csv) -> dict[str, Path]
     }
 
 
-def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_tokens: int, quant: str):
+def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_tokens: int, quant: str,
+                       device: str = "cpu"):
     """Greedy tokens and their log-probabilities from plain peft (``PeftModel.from_pretrained``
     through ``adapters.load``), one prompt alone; the bare base when ``adapter`` is None."""
     from adapters.batching import format_prompt
@@ -101,12 +102,12 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
     if adapter is None:
         resolved = resolve_base(str(base))
         tok = load_tokenizer(resolved, "causal-lm")
-        model, _ = load_base_model(resolved, "causal-lm", quant, plan_device("cpu"))
+        model, _ = load_base_model(resolved, "causal-lm", quant, plan_device(device))
         model.eval()
     else:
-        loaded = load(None, adapter, quant=quant, device="cpu")
+        loaded = load(None, adapter, quant=quant, device=device)
         model, tok = loaded.model, loaded.tokenizer
-    ids = tok(format_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False)
+    ids = tok(format_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False).to(model.device)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                              output_scores=True, return_dict_in_generate=True)
@@ -117,11 +118,11 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
     return tokens, logprobs
 
 
-def reference_classify(adapter: Path, text: str, quant: str) -> dict[str, float]:
+def reference_classify(adapter: Path, text: str, quant: str, device: str = "cpu") -> dict[str, float]:
     from adapters.inference import load
 
-    loaded = load(None, adapter, quant=quant, device="cpu")
-    batch = loaded.tokenizer([text], truncation=True, return_tensors="pt")
+    loaded = load(None, adapter, quant=quant, device=device)
+    batch = loaded.tokenizer([text], truncation=True, return_tensors="pt").to(loaded.model.device)
     with torch.no_grad():
         probs = torch.softmax(loaded.model(**batch).logits.float(), -1)[0]
     return {label: float(p) for label, p in zip(loaded.labels, probs)}

@@ -102,6 +102,7 @@ class Engine(Decoding):
             self.dtype = self.plan.compute_dtype
         self.device = self.model.get_input_embeddings().weight.device
         self.lora = LoraBank(self.model, self.device)
+        self._head_templates: dict[int, torch.nn.Module] = {}  # label count -> meta head (heads.py)
         self._resolve = resolver or store_resolver(store_root)
         self._lock = threading.RLock()
         # Signalled when a call releases its adapters: a load that found every slot pinned waits
@@ -227,7 +228,7 @@ class Engine(Decoding):
         """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
         from adapters.inference import BaseMismatchError
         from adapters.runtime.files import prefix_layers
-        from adapters.runtime.heads import Head
+        from adapters.runtime.heads import Head, head_template, label_count
 
         if files.task == "causal-lm" and not self.is_decoder:
             raise BaseMismatchError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
@@ -243,7 +244,11 @@ class Engine(Decoding):
                                  f"this base needs {expected}", "it was trained on another base")
             payload["prefix"] = layers
         if files.task == "classification":
-            payload["head"] = Head(self.config, files.head, files.labels, self.model, self.dtype, self.device)
+            n_labels = label_count(files.head, files.labels)
+            if n_labels not in self._head_templates:
+                self._head_templates[n_labels] = head_template(self.config, n_labels)
+            payload["head"] = Head(self._head_templates[n_labels], files.head, files.labels, self.model, self.dtype,
+                                   self.device)
         if files.method == "lora":
             self._add_lora(files)
         return payload

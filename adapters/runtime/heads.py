@@ -37,37 +37,44 @@ class _Replay(nn.Module):
         return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden, pooler_output=pooled)
 
 
+def head_template(config, n_labels: int) -> nn.Module:
+    """The architecture's ``...ForSequenceClassification`` on the meta device, its body already
+    swapped for a ``_Replay``: what every head of ``n_labels`` starts from. Building it runs the
+    whole model's constructor (tens of ms), so an engine builds it once per label count."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = copy.deepcopy(config)
+    cfg.num_labels = n_labels
+    with torch.device("meta"), quiet_loading():
+        model = AutoModelForSequenceClassification.from_config(cfg)
+    body_name = model.base_model_prefix
+    setattr(model, body_name, _Replay(getattr(getattr(model, body_name), "pooler", None)))
+    return model.eval()
+
+
 class Head:
     """One adapter's classifier: ``logits(hidden, input_ids, attention_mask)`` for its rows."""
 
-    def __init__(self, config, state: dict[str, torch.Tensor], labels: list[str] | None, resident: nn.Module,
-                 dtype: torch.dtype, device):
-        from transformers import AutoModelForSequenceClassification
-
-        n_labels = len(labels) if labels else _labels_from_state(state)
-        cfg = copy.deepcopy(config)
-        cfg.num_labels = n_labels
-        cfg.id2label = {i: (labels[i] if labels else str(i)) for i in range(n_labels)}
-        cfg.label2id = {v: k for k, v in cfg.id2label.items()}
-        with torch.device("meta"), quiet_loading():
-            model = AutoModelForSequenceClassification.from_config(cfg)
-        body_name = model.base_model_prefix
-        self.replay = _Replay(getattr(getattr(model, body_name), "pooler", None))
-        setattr(model, body_name, self.replay)
+    def __init__(self, template: nn.Module, state: dict[str, torch.Tensor], labels: list[str] | None,
+                 resident: nn.Module, dtype: torch.dtype, device):
+        model = copy.deepcopy(template)  # meta tensors: copies structure only
+        n_labels = model.config.num_labels
+        self.replay = getattr(model, model.base_model_prefix)
         # The adapter's head weights; anything it did not save (a pooler left frozen) comes from
         # the resident base, which loaded it from the checkpoint.
-        resident_state = dict(resident.named_parameters()) | dict(resident.named_buffers())
         for name, param in list(model.named_parameters()) + list(model.named_buffers()):
             source = state.get(name)
             if source is None and ".pooler." in name:
-                source = resident_state.get(name)
+                try:
+                    source = resident.get_parameter(name)
+                except AttributeError:
+                    source = None
             if source is None or tuple(source.shape) != tuple(param.shape):
                 raise BaseMismatchError(f"classifier head weight '{name}' missing or of another shape in the adapter",
                                  "the adapter does not fit this base; retrain it on this base")
             _assign(model, name, source.detach().to(device, dtype if source.is_floating_point() else source.dtype))
-        model.eval()
         self.model = model
-        self.labels = [cfg.id2label[i] for i in range(n_labels)]
+        self.labels = [labels[i] if labels else str(i) for i in range(n_labels)]
 
     @torch.no_grad()
     def logits(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -76,6 +83,10 @@ class Head:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         finally:
             self.replay.hidden = None
+
+
+def label_count(state: dict[str, torch.Tensor], labels: list[str] | None) -> int:
+    return len(labels) if labels else _labels_from_state(state)
 
 
 def _labels_from_state(state: dict[str, torch.Tensor]) -> int:

@@ -71,8 +71,9 @@ class LayerBank:
         self.b = torch.zeros(0, out_features, 0, device=bank.device)
 
     def put(self, slot: int, a: torch.Tensor, b: torch.Tensor) -> None:
-        slots, rank = max(self.a.shape[0], slot + 1, self.bank.capacity), max(self.a.shape[1], a.shape[0])
-        if (slots, rank) != self.a.shape[:2]:  # grow: more slots, or a higher rank (zero padded)
+        slots = self.a.shape[0] if slot < self.a.shape[0] else max(slot + 1, 2 * self.a.shape[0], 4)
+        rank = max(self.a.shape[1], a.shape[0])
+        if (slots, rank) != self.a.shape[:2]:  # grow (doubling), or a higher rank (zero padded)
             grown_a = torch.zeros(slots, rank, self.in_features, device=self.bank.device)
             grown_b = torch.zeros(slots, self.out_features, rank, device=self.bank.device)
             grown_a[: self.a.shape[0], : self.a.shape[1]] = self.a
@@ -118,7 +119,6 @@ class LoraBank:
         self.slots: dict[str, int] = {}  # adapter name -> slot (>= 1)
         self._targets: dict[str, list[str]] = {}  # adapter name -> the layers it changes
         self._free: list[int] = []
-        self.capacity = 1
         self.route: tuple[torch.Tensor, int | None] | None = None  # set for one forward pass
 
     def add(self, name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -133,7 +133,6 @@ class LoraBank:
                 raise LoraFitError(f"'{module}' is {shape[0]}->{shape[1]} here, the adapter's LoRA is "
                                    f"{a.shape[1]}->{b.shape[0]}")
         slot = self._free.pop() if self._free else len(self.slots) + 1
-        self.capacity = max(self.capacity, slot + 1)
         for module, (a, b) in matrices.items():
             layer = self.layers.get(module)
             if layer is None:

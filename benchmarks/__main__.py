@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [memory] [throughput] [quality] [store] [combine] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [memory] [throughput] [quality] [store] [combine] [serving] [--quick]``.
 
 With no names, every benchmark runs. Each prints a table and writes benchmarks/results/<name>.json;
 a summary of every goal is printed at the end (exit status 0 either way: goals are reported, not

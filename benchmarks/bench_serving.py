@@ -293,7 +293,7 @@ def _print(r: dict) -> None:
     what = (f"cold Engine.load of a stored {cold['adapter_bytes'] / 1000:.0f} KB adapter, "
             f"{cold['resident_range']} resident (ms)")
     rows.append([what, f"{cold['median_ms']:.1f}", "", "", "", f"<= {GOAL_COLD_MS:g} ms", status["cold"]])
-    rows.append(["  first LoRA load, creates the PeftModel (ms, info)", f"{cold['first_ms']:.1f}", "", "", "", "", ""])
+    rows.append(["  first load, builds the head template (ms, info)", f"{cold['first_ms']:.1f}", "", "", "", "", ""])
     res = c["resident"]
     for pt in res["points"]:
         rows.append([f"{pt['resident']} resident vs 1: per-request overhead (ms)", f"{pt['overhead_ms']:.1f}",

@@ -67,7 +67,7 @@ def measure(maker, root, quant: str, s: dict) -> dict:
         refs.append(ref)
 
     out: dict = {}
-    # ---- cold loads: stored refs not yet resident (the first one also creates the PeftModel)
+    # ---- cold loads: stored refs not yet resident (the first one also builds the classifier head template)
     for _ in range(s["cold_loads"] + 1):
         add()
     size = (maker.work / "made" / "cls-lora-0000" / "adapter_model.safetensors").stat().st_size

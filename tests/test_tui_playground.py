@@ -1,5 +1,5 @@
 """The Playground tab under Pilot: an in-process Engine over stored tiny-BERT classifiers (load,
-hot-swap, unload, one text to two adapters side by side), generation streaming into a pane from a
+hot-swap, unload, one text to two adapters and their ensemble side by side), generation streaming into a pane from a
 tiny Llama, and the same over HTTP against a real ``adapters serve`` app on 127.0.0.1. Also the
 Store tab's merge dialog, which needs real stored adapters like these."""
 
@@ -96,6 +96,12 @@ async def test_engine_load_swap_unload_and_side_by_side(bert_store, tiny_bert):
         panes = await _compare(pilot, refs, TEXT)
         _same_as_direct(panes, play.backend.engine.classify([TEXT, TEXT], adapters=refs))
         assert sorted(_resident(play)) == sorted(refs)  # sending loaded both
+
+        # An ensemble ref is one more pane: the mean of its members' probabilities.
+        panes = await _compare(pilot, [f"ensemble:{refs[0]}+{refs[1]}", *refs], TEXT)
+        members = [pane.result["probabilities"] for pane in panes[1:]]
+        for label, p in panes[0].result["probabilities"].items():
+            assert p == pytest.approx(sum(m[label] for m in members) / 2, abs=1e-5)
 
         await _runtime_tab(pilot)
         await pilot.click("#runtime-stop")

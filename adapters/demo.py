@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import adapters
 
-    console = Console(highlight=False)
+    # Piped into a log (make demo | tee), rich would assume 80 columns and squeeze the table.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
     overrides = list(argv if argv is not None else sys.argv[1:])
     rows, predictions = [], []
     for config_name, example in DEMO_RUNS:

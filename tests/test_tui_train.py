@@ -89,8 +89,12 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
         assert tabs.active == "train"
         assert process.running  # the keys were answered while the subprocess trained
         await wait_until(pilot, lambda: train.runs[run_id].step > step_before, what="the run to keep going")
+        # The tab takes the focus once it is drawn (a user sees that before typing on)
+        await wait_until(pilot, lambda: app.focused is not None and train in app.focused.ancestors_with_self,
+                         what="the focus on the Train tab")
 
         await pilot.press("r")  # the Runs view, then cancel the selected run
+        await wait_until(pilot, lambda: app.focused is app.query_one("#runs-table"), what="the runs table")
         await pilot.press("c")
         await wait_until(pilot, lambda: train.runs[run_id].status == "cancelled" and not process.running,
                          timeout=60, what="the run to be cancelled")

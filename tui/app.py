@@ -122,7 +122,8 @@ class AdaptersApp(App):
     def _focus_tab(self, tab: str) -> None:
         # After the switch has been drawn: a TabbedContent shows the pane that holds the focus,
         # so focusing first would switch straight back.
-        self.call_after_refresh(lambda: self.query_one(FIRST_FOCUS[tab]).focus())
+        # A tab pressed within the first frames may not have its pane yet (Deferred): nothing to focus.
+        self.call_after_refresh(lambda: [widget.focus() for widget in self.query(FIRST_FOCUS[tab])[:1]])
 
     # ---- messages between panes ---------------------------------------------------------------------
     def on_store_pane_retrain(self, message: StorePane.Retrain) -> None:

@@ -96,8 +96,13 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
         await pilot.press("r")  # the Runs view, then cancel the selected run
         await wait_until(pilot, lambda: app.focused is app.query_one("#runs-table"), what="the runs table")
         await pilot.press("c")
-        await wait_until(pilot, lambda: train.runs[run_id].status == "cancelled" and not process.running,
-                         timeout=60, what="the run to be cancelled")
+        try:
+            await wait_until(pilot, lambda: train.runs[run_id].status == "cancelled" and not process.running,
+                             timeout=60, what="the run to be cancelled")
+        except AssertionError as exc:
+            log = (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()[-2:]
+            raise AssertionError(f"{exc}; status {train.runs[run_id].status}, exit {process.process.poll()}, "
+                                 f"cancel sent {process.cancelled}, shown {train.shown_run == run_id}, log {log}") from None
     events = [json.loads(line) for line in (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
     with Store(_isolated_home) as s:
@@ -125,3 +130,22 @@ async def test_attaches_to_a_run_started_elsewhere(_isolated_home):
         assert train.runs[run_dir.name].step == 11 and train.runs[run_dir.name].error == "out of memory"
         await pilot.press("c")  # not ours: the TUI says so instead of pretending
         assert not train.processes
+
+
+def test_a_run_that_ignores_the_interrupt_is_killed_and_its_log_ended(tmp_path):
+    import sys
+    import time
+
+    from tui.runs import TrainingProcess
+
+    ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    process = TrainingProcess([sys.executable, "-c", ignores], tmp_path / "run")
+    process.start()
+    assert process.process.stdout.readline().strip() == "up"
+    started = time.monotonic()
+    process.cancel(grace_s=1.0)
+    assert not process.running and time.monotonic() - started < 10
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
+    assert process.wait().error == "cancelled"
+

@@ -265,8 +265,11 @@ class TrainingProcess:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Its own process group: a Ctrl+C meant for the terminal does not reach the run, and a
+        # cancel reaches whatever the run itself started.
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+                                        stderr=subprocess.PIPE, text=True, env=env,
+                                        start_new_session=os.name == "posix")
 
     @property
     def running(self) -> bool:
@@ -297,9 +300,25 @@ class TrainingProcess:
         self.cancelled = True
         assert self.process is not None
         try:
-            self.process.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+            self._signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-        except ProcessLookupError:
+            self._signal(signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
+            self.process.wait()
+            from adapters.runlog import RunLog, read_events
+
+            # Killed, it could not log its end; record it so the log (and every reader) is final.
+            events = read_events(self.run_dir / "events.jsonl")
+            if not events or events[-1].get("event") != "end":
+                RunLog(self.run_dir / "events.jsonl").write(
+                    "end", status="cancelled", error=f"killed: no answer to the interrupt within {grace_s:g} s")
+
+    def _signal(self, signum: int) -> None:
+        assert self.process is not None
+        try:
+            if os.name == "posix":
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
+        except ProcessLookupError:  # it ended meanwhile
             pass

@@ -68,7 +68,7 @@ async def test_launch_to_completion_shows_the_new_version(tmp_path, _isolated_ho
 
 @pilot_test
 async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home, tiny_bert, sentiment_csv):
-    write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-long", max_steps=400)
+    write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-long", max_steps=100_000)  # runs until cancelled
     app = demo_app(_isolated_home, configs_dir=tmp_path / "configs", initial_tab="train", poll_interval=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await _pick_first_config(pilot)

@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [memory] [throughput] [quality] [store] [combine] [serving] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [memory] [throughput] [quality] [store] [combine] [serving] [tui] [--quick]``.
 
 With no names, every benchmark runs. Each prints a table and writes benchmarks/results/<name>.json;
 a summary of every goal is printed at the end (exit status 0 either way: goals are reported, not
@@ -15,7 +15,7 @@ import traceback
 
 from benchmarks import common as C
 
-NAMES = ("memory", "throughput", "quality", "store", "combine", "serving")
+NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui")
 
 
 def _available() -> list[str]:

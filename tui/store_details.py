@@ -36,6 +36,15 @@ def _grid(title: str, headers: list[str], rows: list[tuple[str, ...]]) -> Table:
 class VersionDetails(Vertical):
     """Shows one Version; ``show(None)`` clears it."""
 
+    def __init__(self, version: Version | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = version
+        self._ready = False  # children composed: set in on_mount
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.show(self.initial)
+
     def compose(self) -> ComposeResult:
         with TabbedContent(id="details-tabs"):
             for name in ("lineage", "config", "metrics", "files"):
@@ -44,6 +53,9 @@ class VersionDetails(Vertical):
                         yield Static(id=f"details-{name}-body")
 
     def show(self, version: Version | None) -> None:
+        self.initial = version
+        if not self._ready:  # on_mount shows it
+            return
         bodies = {name: self.query_one(f"#details-{name}-body", Static)
                   for name in ("lineage", "config", "metrics", "files")}
         if version is None:

@@ -22,7 +22,7 @@ from tui.catalog import AdapterRow, Filters, choices, group, read_versions
 from tui.formatting import age, headline_text, human_size
 from tui.modals import ConfirmModal
 from tui.store_details import VersionDetails
-from tui.widgets import ReportsWorkerErrors, TextField, fill_table
+from tui.widgets import Deferred, ReportsWorkerErrors, TextField, fill_table
 
 if TYPE_CHECKING:
     from tui.merge_modal import MergeRequest
@@ -76,7 +76,9 @@ class StorePane(ReportsWorkerErrors, Vertical):
             with Vertical(id="store-lists"):
                 yield DataTable(id="adapters-table", cursor_type="row", zebra_stripes=True)
                 yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
-            yield VersionDetails(id="store-details")
+            # The details pane (four tabs of scrolling text) mounts just after the first frame,
+            # showing whatever version is selected by then.
+            yield Deferred(lambda: VersionDetails(self.selected, id="store-details"))
 
     def on_mount(self) -> None:
         if not self.app.is_running:  # mounted (deferred) while the app shuts down: no children
@@ -85,7 +87,6 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.query_one("#versions-table", DataTable).border_title = "versions"
         fill_table(self.query_one("#adapters-table", DataTable), ADAPTER_COLUMNS, [])
         fill_table(self.query_one("#versions-table", DataTable), VERSION_COLUMNS, [])
-        self.query_one(VersionDetails).show(None)
         self.reload()
 
     # ---- loading and filtering ---------------------------------------------------------------------
@@ -142,7 +143,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     def select_version(self, version: Version | None) -> None:
         self.selected = version
-        self.query_one(VersionDetails).show(version)
+        for pane in self.query(VersionDetails):
+            pane.show(version)
 
     @on(DataTable.RowHighlighted, "#adapters-table")
     def _adapter_highlighted(self, event: DataTable.RowHighlighted) -> None:

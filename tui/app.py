@@ -37,6 +37,43 @@ TABS = ("store", "train", "playground")
 FIRST_FOCUS = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}
 
 
+def pane_class(tab: str) -> type[Widget]:
+    """The pane class of a tab, imported on first use (only the first tab's before the first frame)."""
+    if tab == "store":
+        from tui.store_pane import StorePane
+
+        return StorePane
+    if tab == "train":
+        from tui.train_pane import TrainPane
+
+        return TrainPane
+    from tui.playground_pane import PlaygroundPane
+
+    return PlaygroundPane
+
+
+# Palette commands on the panes: (title, help, tab, method, arguments).
+PANE_COMMANDS = [
+    ("Store: reload", "read the store again", "store", "action_reload", ()),
+    ("Store: tag version", "point an alias at the selected version", "store", "action_tag", ()),
+    ("Store: untag version", "remove an alias of the selected version", "store", "action_untag", ()),
+    ("Store: remove version", "remove the selected version (asks first)", "store", "action_remove", ()),
+    ("Store: export version", "copy the selected version as a PEFT directory", "store", "action_export", ()),
+    ("Store: verify version", "re-hash the selected version's files", "store", "action_verify", ()),
+    ("Store: verify whole store", "re-hash every file in the store", "store", "verify", (None,)),
+    ("Store: diff versions", "compare two versions side by side", "store", "action_diff", ()),
+    ("Store: retrain version", "open the selected version's config in Train", "store", "action_retrain", ()),
+    ("Store: merge versions", "merge stored versions into a new adapter", "store", "action_merge", ()),
+    ("Train: launch", "start training with the form's config", "train", "action_launch", ()),
+    ("Train: cancel run", "interrupt the selected run", "train", "action_cancel", ()),
+    ("Train: open run's version", "show the run's stored version", "train", "action_open_version", ()),
+    ("Train: reload configs", "list configs/ again", "train", "action_reload_configs", ()),
+    ("Playground: send", "send the input to every listed adapter", "playground", "action_send", ()),
+    ("Playground: refresh resident adapters", "ask the runtime again", "playground", "action_refresh_resident", ()),
+    ("Playground: stop runtime", "stop the engine or disconnect", "playground", "stop_backend", ()),
+]
+
+
 def adapter_commands():
     """The palette's provider, imported when the palette first opens (Textual accepts a callable)."""
     from tui.commands import AdapterCommands
@@ -85,17 +122,9 @@ class AdaptersApp(App):
         yield Footer()
 
     def make_pane(self, tab: str) -> Widget:
-        if tab == "store":
-            from tui.store_pane import StorePane
-
-            return StorePane(id="store-pane")
-        if tab == "train":
-            from tui.train_pane import TrainPane
-
-            return TrainPane(poll_interval=self.poll_interval, id="train-pane")
-        from tui.playground_pane import PlaygroundPane
-
-        return PlaygroundPane(server_url=self.server_url, api_key=self.api_key, id="playground-pane")
+        options = {"train": {"poll_interval": self.poll_interval},
+                   "playground": {"server_url": self.server_url, "api_key": self.api_key}}.get(tab, {})
+        return pane_class(tab)(id=f"{tab}-pane", **options)
 
     def on_mount(self) -> None:
         self.sub_title = f"store {self.store_root}"
@@ -154,43 +183,24 @@ class AdaptersApp(App):
         sections = [("everywhere", keys(self.BINDINGS) + [("ctrl+p", "command palette"),
                                                         ("tab / shift+tab", "next / previous field"),
                                                         ("escape", "close a dialog")])]
-        from tui.playground_pane import PlaygroundPane
-        from tui.store_pane import StorePane
-        from tui.train_pane import TrainPane
-
-        sections += [(name, keys(pane.BINDINGS)) for name, pane in
-                     (("store", StorePane), ("train", TrainPane), ("playground", PlaygroundPane))]
+        sections += [(tab, keys(pane_class(tab).BINDINGS)) for tab in TABS]
         notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
                  "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]
         self.push_screen(HelpScreen(sections, notes))
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
-        def call(tab: str, method: str, *args) -> Callable[[], object]:
+        def call(tab: str, method: str, args: tuple) -> Callable[[], object]:
             # Looked up when run: a tab's pane mounts only after the first frame.
             return lambda: getattr(self.query_one(f"#{tab}-pane"), method)(*args)
 
+        def go(tab: str) -> Callable[[], object]:
+            return lambda: self.action_show_tab(tab)
+
         return [
-            ("Go to Store", "adapters, versions, lineage", lambda: self.action_show_tab("store")),
-            ("Go to Train", "configs and runs", lambda: self.action_show_tab("train")),
-            ("Go to Playground", "engine, server, side-by-side", lambda: self.action_show_tab("playground")),
-            ("Store: reload", "read the store again", call("store", "action_reload")),
-            ("Store: tag version", "point an alias at the selected version", call("store", "action_tag")),
-            ("Store: untag version", "remove an alias of the selected version", call("store", "action_untag")),
-            ("Store: remove version", "remove the selected version (asks first)", call("store", "action_remove")),
-            ("Store: export version", "copy the selected version as a PEFT directory", call("store", "action_export")),
-            ("Store: verify version", "re-hash the selected version's files", call("store", "action_verify")),
-            ("Store: verify whole store", "re-hash every file in the store", call("store", "verify", None)),
-            ("Store: diff versions", "compare two versions side by side", call("store", "action_diff")),
-            ("Store: retrain version", "open the selected version's config in Train", call("store", "action_retrain")),
-            ("Store: merge versions", "merge stored versions into a new adapter", call("store", "action_merge")),
-            ("Train: launch", "start training with the form's config", call("train", "action_launch")),
-            ("Train: cancel run", "interrupt the selected run", call("train", "action_cancel")),
-            ("Train: open run's version", "show the run's stored version", call("train", "action_open_version")),
-            ("Train: reload configs", "list configs/ again", call("train", "action_reload_configs")),
-            ("Playground: send", "send the input to every listed adapter", call("playground", "action_send")),
-            ("Playground: refresh resident adapters", "ask the runtime again",
-             call("playground", "action_refresh_resident")),
-            ("Playground: stop runtime", "stop the engine or disconnect", call("playground", "stop_backend")),
+            ("Go to Store", "adapters, versions, lineage", go("store")),
+            ("Go to Train", "configs and runs", go("train")),
+            ("Go to Playground", "engine, server, side-by-side", go("playground")),
+            *[(title, help_text, call(tab, method, args)) for title, help_text, tab, method, args in PANE_COMMANDS],
             ("Help: keys", "every key binding", self.action_help),
         ]
 

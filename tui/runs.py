@@ -308,9 +308,9 @@ class TrainingProcess:
             from adapters.runlog import RunLog, read_events
 
             # Killed, it could not log its end; record it so the log (and every reader) is final.
-            events = read_events(self.run_dir / "events.jsonl")
+            events = read_events(self.run_dir / EVENTS)
             if not events or events[-1].get("event") != "end":
-                RunLog(self.run_dir / "events.jsonl").write(
+                RunLog(self.run_dir / EVENTS).write(
                     "end", status="cancelled", error=f"killed: no answer to the interrupt within {grace_s:g} s")
 
     def _signal(self, signum: int) -> None:

@@ -38,12 +38,12 @@ class VersionDetails(Vertical):
 
     def __init__(self, version: Version | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.initial = version
+        self.version = version
         self._ready = False  # children composed: set in on_mount
 
     def on_mount(self) -> None:
         self._ready = True
-        self.show(self.initial)
+        self.show(self.version)
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="details-tabs"):
@@ -53,7 +53,7 @@ class VersionDetails(Vertical):
                         yield Static(id=f"details-{name}-body")
 
     def show(self, version: Version | None) -> None:
-        self.initial = version
+        self.version = version
         if not self._ready:  # on_mount shows it
             return
         bodies = {name: self.query_one(f"#details-{name}-body", Static)

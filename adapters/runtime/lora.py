@@ -26,12 +26,13 @@ class LoraFitError(ValueError):
     """The adapter's LoRA matrices do not fit this base (missing module or other shapes)."""
 
 
-def _pattern(patterns: dict, module: str, default):
-    # peft's own rule (peft.utils.other.get_pattern_key): a key matches a module path suffix.
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
+def _pattern(patterns: dict | None, module: str, default):
+    """A per-module override (rank_pattern / alpha_pattern), matched by peft's own rule."""
+    from peft.utils.other import get_pattern_key
+
+    if not patterns:
+        return default
+    return patterns.get(get_pattern_key(list(patterns), module), default)
 
 
 def lora_matrices(state: dict[str, torch.Tensor], peft_config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -113,7 +114,7 @@ class LoraBank:
     """Slots, per-layer stacks and the forward hooks of every resident LoRA adapter."""
 
     def __init__(self, model: nn.Module, device: torch.device):
-        self.model, self.device = model, device
+        self.device = device
         self.modules = dict(model.named_modules())
         self.layers: dict[str, LayerBank] = {}
         self.slots: dict[str, int] = {}  # adapter name -> slot (>= 1)
@@ -149,9 +150,6 @@ class LoraBank:
         for module in self._targets.pop(name):
             self.layers[module].clear(slot)
         self._free.append(slot)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.slots
 
     @contextlib.contextmanager
     def routed(self, names: list[str | None]):

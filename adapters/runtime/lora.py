@@ -121,6 +121,7 @@ class LoraBank:
         self._targets: dict[str, list[str]] = {}  # adapter name -> the layers it changes
         self._free: list[int] = []
         self.route: tuple[torch.Tensor, int | None] | None = None  # set for one forward pass
+        self._last_slots: tuple[list[int], torch.Tensor] | None = None
 
     def add(self, name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Give ``name`` a slot and put its matrices in place; raises LoraFitError (and changes
@@ -159,7 +160,9 @@ class LoraBank:
         if single == 0 or not self.slots:  # no LoRA row at all
             yield
             return
-        self.route = (torch.tensor(slots, device=self.device), single)
+        if self._last_slots is None or self._last_slots[0] != slots:  # a decode loop reuses one routing
+            self._last_slots = (slots, torch.tensor(slots, device=self.device))
+        self.route = (self._last_slots[1], single)
         try:
             yield
         finally:

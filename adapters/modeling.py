@@ -10,7 +10,7 @@ import torch
 
 from adapters.bases import ResolvedBase
 from adapters.errors import BaseModelError, MethodError
-from adapters.quant import DevicePlan, quantization_config
+from adapters.quant import DevicePlan, keep_4bit_layout, quantization_config
 
 # peft reads a property that transformers 5 deprecated; the warning is peft's to fix, not the user's.
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -126,6 +126,7 @@ def load_base_model(base: ResolvedBase, task: str, quant: str, plan: DevicePlan,
     if getattr(model.config, "pad_token_id", None) is None and pad_token_id is not None:
         # Decoder classifiers find each row's last real token through pad_token_id.
         model.config.pad_token_id = pad_token_id
+    keep_4bit_layout(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, heads

@@ -1,8 +1,26 @@
 """Device and quantization choices: one code path for CPU and CUDA.
 
-4-bit is NF4 with double quantization; the compute dtype follows the device, because bf16 compute
-on a CPU without native bf16 is 3-15x slower than fp32 (measured on AVX2). Task heads stay
-unquantized: bitsandbytes crashes quantizing a freshly initialized classifier.
+4-bit is NF4 with double quantization. Task heads stay unquantized: bitsandbytes crashes
+quantizing a freshly initialized classifier.
+
+The compute dtype follows the device, chosen by measurement. On a CPU without native bf16 (AVX2
+only), bf16 compute is 3-15x slower than fp32 (MiniLM forward, batch 32: 251 ms vs 55 ms). On a
+CPU with AVX512-BF16 it is the fastest, as long as bitsandbytes keeps its own weight layout
+(bitsandbytes 0.50.2, AMD EPYC, one thread, a 384->1536 NF4 layer, 1,536 rows):
+
+    compute  repacked  train fwd+bwd  eval fwd
+    fp32     no        136 ms         82 ms
+    fp32     yes       -              33 ms
+    bf16     no         44 ms         18 ms
+    bf16     yes       -              31 ms
+
+``benchmarks cpu`` measures the same choice on MiniLM training and engine classification.
+
+bitsandbytes repacks a ``Linear4bit``'s weight for a CPU inference kernel on its first eval-mode,
+no-grad forward when the CPU has AVX512-BF16. The packed layer is slower (above), breaks training
+afterwards (an in-place ``result += bias`` on a leaf), fails on output sizes that are not a
+multiple of 32, and its outputs differ from the unpacked layer's. ``keep_4bit_layout`` turns it off
+for every model this project builds, so one layout runs on every CPU kind.
 """
 
 from __future__ import annotations
@@ -42,6 +60,31 @@ def plan_device(requested: str = "auto") -> DevicePlan:
     else:
         dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return DevicePlan(device, dtype)
+
+
+def keep_4bit_layout(model) -> int:
+    """Keep bitsandbytes' own 4-bit layout in every ``Linear4bit`` of ``model``: never repack it
+    for the CPU inference kernel, and undo a repacking that already happened. Returns the number
+    of 4-bit layers."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+        state = getattr(layer.weight, "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                layer.weight.data, state)
+    return len(layers)
+
+
+def is_repacked(layer) -> bool:
+    """Whether a bitsandbytes ``Linear4bit`` holds its weight in the CPU inference layout."""
+    return bool(getattr(getattr(layer.weight, "quant_state", None), "packing_format_for_cpu", False))
 
 
 def quantization_config(quant: str, plan: DevicePlan, skip_modules: list[str]):

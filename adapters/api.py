@@ -49,14 +49,14 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 
 
 def load(base: str | None, adapter: str | Path, *, quant: str | None = None, device: str = "auto",
-         store_root: str | Path | None = None):
+         store_root: str | Path | None = None, compute_dtype: str = "auto"):
     """Load an adapter (a store ref such as "name@prod", or a directory) onto a base.
 
     ``base=None`` loads the base it was trained on. Returns a ``Loaded``: ``.predict(...)``, or
     ``model, tokenizer = adapters.load(...)`` for a plain peft model."""
     from adapters.inference import load as _load
 
-    return _load(base, adapter_dir(adapter, store_root), quant=quant, device=device)
+    return _load(base, adapter_dir(adapter, store_root), quant=quant, device=device, compute_dtype=compute_dtype)
 
 
 def merge(refs: list[str], *, weights: list[float] | None = None, method: str = "linear",

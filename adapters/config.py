@@ -18,6 +18,7 @@ from adapters.errors import ConfigError
 TaskKind = Literal["classification", "causal-lm", "token-classification"]
 MethodKind = Literal["lora", "prefix"]
 QuantKind = Literal["4bit", "8bit", "none"]
+ComputeDtypeKind = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class Strict(BaseModel):
@@ -103,6 +104,9 @@ class TrainConfig(Strict):
     method: MethodKind = "lora"
     quant: QuantKind = "4bit"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Compute dtype of the quantized layers; auto is the fastest measured for the device
+    # (bf16 on GPUs and on CPUs with AVX512-BF16, else float32).
+    compute_dtype: ComputeDtypeKind = "auto"
     lora: LoraConfig = LoraConfig()
     prefix: PrefixConfig = PrefixConfig()
     data: DataConfig

@@ -108,8 +108,9 @@ class Loaded:
 
 
 def load(base: str | None, adapter: str | Path, quant: str | None = None, device: str = "auto",
-         check_base: bool = True) -> Loaded:
-    """Load ``adapter`` (a directory) onto ``base`` (None: the base it was trained on)."""
+         check_base: bool = True, compute_dtype: str = "auto") -> Loaded:
+    """Load ``adapter`` (a directory) onto ``base`` (None: the base it was trained on);
+    ``compute_dtype`` of the quantized layers: "auto" (per device) or float32 / bfloat16 / float16."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter)
@@ -125,7 +126,7 @@ def load(base: str | None, adapter: str | Path, quant: str | None = None, device
                 f"adapter {adapter_dir} was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), "
                 f"but '{base_name}' has other weights ({actual[:19]}…)",
                 f"load it on its own base: adapters.load('{meta['base']}', ...)")
-    plan = plan_device(device)
+    plan = plan_device(device, compute_dtype)
     tokenizer = load_tokenizer(resolved, meta["task"])
     model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, meta["labels"],
                                pad_token_id=tokenizer.pad_token_id)

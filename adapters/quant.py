@@ -39,6 +39,10 @@ class DevicePlan:
     compute_dtype: torch.dtype
 
 
+# What ``compute_dtype`` may say in configs and calls; "auto" is the measured choice per device.
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def cpu_has_fast_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()
@@ -47,15 +51,21 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def plan_device(requested: str = "auto") -> DevicePlan:
+def plan_device(requested: str = "auto", compute_dtype: str = "auto") -> DevicePlan:
+    """The device and the compute dtype of quantized layers: ``compute_dtype="auto"`` picks the
+    fastest measured one for the device (module docstring); a name from ``COMPUTE_DTYPES`` fixes it."""
     if requested not in ("auto", "cpu", "cuda"):
         raise DeviceError(f"unknown device '{requested}'", "use auto, cpu or cuda")
+    if compute_dtype != "auto" and compute_dtype not in COMPUTE_DTYPES:
+        raise DeviceError(f"unknown compute dtype '{compute_dtype}'", f"use auto, {', '.join(COMPUTE_DTYPES)}")
     cuda = torch.cuda.is_available()
     if requested == "cuda" and not cuda:
         raise DeviceError("CUDA was asked for, but this machine has no usable GPU",
                           "set device: auto (or cpu) to train on the CPU through the same code")
     device = "cuda" if (requested == "cuda" or (requested == "auto" and cuda)) else "cpu"
-    if device == "cuda":
+    if compute_dtype != "auto":
+        dtype = COMPUTE_DTYPES[compute_dtype]
+    elif device == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32

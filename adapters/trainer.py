@@ -108,7 +108,7 @@ class Trainer:
         cfg = self.cfg
         from accelerate import Accelerator
 
-        self.plan = plan_device(cfg.device)
+        self.plan = plan_device(cfg.device, cfg.compute_dtype)
         set_seed(cfg.training.seed)
         self.base = resolve_base(cfg.base)
         model_config = load_config(self.base)

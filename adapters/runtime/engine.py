@@ -77,14 +77,14 @@ class Engine(Decoding):
     def __init__(self, base: str, quant: str = "4bit", device: str = "auto", max_adapters: int = 64,
                  max_bytes: int = 2**30, resolver: Callable[[str], Path] | None = None,
                  preload: list[str] | None = None, pin_wait_s: float = 30.0,
-                 store_root: str | Path | None = None):
+                 store_root: str | Path | None = None, compute_dtype: str = "auto"):
         from adapters.bases import resolve_base, weights_fingerprint
         from adapters.modeling import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
         from adapters.quant import plan_device
 
         self.base = resolve_base(base)
         self.quant = quant
-        self.plan = plan_device(device)
+        self.plan = plan_device(device, compute_dtype)
         self.fingerprint = weights_fingerprint(self.base.path)
         config = load_config(self.base)
         # Decoders keep their LM head (generation) and get classifier heads per adapter; encoders

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.config import ComputeDtypeKind, QuantKind
 
 
 class LimitsConfig(BaseModel):
@@ -33,8 +35,9 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: str
-    quant: Literal["4bit", "8bit", "none"] = "4bit"
+    quant: QuantKind = "4bit"
     device: str = "auto"
+    compute_dtype: ComputeDtypeKind = "auto"
     adapters: list[str] = Field(default_factory=list, description="store refs to preload")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -81,8 +84,8 @@ def build(cfg: ServeConfig):
         if looks_like_path(ref):
             raise UsageError(f"--adapter '{ref}' looks like a path; the server loads adapters by store ref only",
                              "store it first: `adapters import DIR NAME`, then pass NAME")
-    engine = Engine(cfg.base, quant=cfg.quant, device=cfg.device, max_adapters=cfg.max_adapters,
-                    max_bytes=cfg.max_bytes, resolver=store_resolver(cfg.store), store_root=cfg.store)
+    engine = Engine(cfg.base, quant=cfg.quant, device=cfg.device, compute_dtype=cfg.compute_dtype,
+                    max_adapters=cfg.max_adapters, max_bytes=cfg.max_bytes, resolver=store_resolver(cfg.store), store_root=cfg.store)
     for ref in cfg.adapters:
         try:
             engine.load(ref)
@@ -102,6 +105,9 @@ def serve(
     adapter: list[str] = typer.Option([], "--adapter", "-a", help="A store ref to preload (repeatable)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="4bit | 8bit | none (default 4bit)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default auto)."),
+    compute_dtype: Optional[str] = typer.Option(None, "--compute-dtype",
+                                                help="auto | float32 | bfloat16 | float16 (default auto: "
+                                                "the fastest measured for the device)."),
     host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY", show_envvar=True,
@@ -120,7 +126,8 @@ def serve(
     """Serve adapters over an OpenAI-compatible HTTP API (one resident base, many adapters)."""
     import uvicorn
 
-    overrides = {"base": base, "adapters": list(adapter), "quant": quant, "device": device, "host": host,
+    overrides = {"base": base, "adapters": list(adapter), "quant": quant, "device": device,
+                 "compute_dtype": compute_dtype, "host": host,
                  "port": port, "api_key": api_key or os.environ.get("ADAPTERS_API_KEY") or None,
                  "store": str(store) if store else None, "served_name": served_name, "max_tokens": max_tokens,
                  "max_prompt_tokens": max_prompt_tokens, "max_batch_size": max_batch_size,

@@ -31,6 +31,8 @@ def _register_commands() -> None:
     cli_store.register(app)
     from adapters import cli_merge
     cli_merge.register(app)
+    from adapters import doctor
+    doctor.register(app)
     server_cli.register(app)
     from tui import cli as tui_cli
     tui_cli.register(app)

@@ -15,9 +15,11 @@ from test_runtime_support import train
 
 TEXTS = ["a gripping, beautifully acted film", "a dull, lifeless and predictable mess", "john flew to paris",
          "what a fine film", "the plot is thin"]
-# Measured on this tiny BERT (hidden 32, LoRA noise 0.3): 4.8e-7, against 1.6e-4 when the LoRA delta
-# is merged into the 4-bit weights (peft's merge_and_unload re-quantizes). The bound leaves room for
-# other CPUs' float32 kernels and still fails that rounded merge.
+# Measured on this tiny BERT (hidden 32, LoRA noise 0.3), against the adapter on its 4-bit base with
+# float32 compute: 4.8e-7, against 1.6e-4 when the LoRA delta is merged into the 4-bit weights
+# (peft's merge_and_unload re-quantizes). The bound leaves room for other CPUs' float32 kernels and
+# still fails that rounded merge. The export is float32, so the reference computes in float32 too:
+# with bf16 compute (auto on AVX512-BF16 CPUs) the reference itself moves by ~1e-4.
 FOUR_BIT_TOLERANCE = 1e-5
 
 
@@ -31,8 +33,8 @@ def plain_transformers_probs(path, texts):
     return torch.softmax(logits.float(), -1), model
 
 
-def adapter_probs(ref, texts):
-    rows = adapters.load(None, ref).predict(texts)
+def adapter_probs(ref, texts, compute_dtype="auto"):
+    rows = adapters.load(None, ref, compute_dtype=compute_dtype).predict(texts)
     return torch.tensor([[r["probabilities"][k] for k in ("fresh", "rotten")] for r in rows])
 
 
@@ -86,11 +88,11 @@ def test_merged_export_of_a_4bit_classifier_dequantizes_first(tiny_bert, sentime
     assert "quantization_config" not in config
     got, model = plain_transformers_probs(out, TEXTS)
     assert model.bert.encoder.layer[0].attention.self.query.weight.dtype == torch.float32
-    want = adapter_probs(ref, TEXTS)  # the adapter on its 4-bit base, as trained
+    want = adapter_probs(ref, TEXTS, "float32")  # the adapter on its 4-bit base, as trained
     deviation = float((got - want).abs().max())
 
     # What merging into the 4-bit weights would give: peft's merge_and_unload on the 4-bit layers.
-    loaded = adapters.load(None, ref)
+    loaded = adapters.load(None, ref, compute_dtype="float32")
     rounded = PeftModel.from_pretrained(loaded.model.base_model.model, str(four_bit)).merge_and_unload()
     with torch.no_grad():
         batch = loaded.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")

@@ -4,6 +4,7 @@ every adapter visibly changes the output, and single-adapter references through 
 from __future__ import annotations
 
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def train(root: Path, name: str, base: Path, source: Path, /, **over) -> Path:
         cfg = tiny_config(base, source, training=training, **over)
         out = root / name
         adapters.train(cfg, output=out, run_dir=root / f"run-{name}")
-        _TRAINED[key] = perturb(out, out, seed=len(_TRAINED))
+        # The noise is seeded by the name, so an adapter is the same whichever tests ran before.
+        _TRAINED[key] = perturb(out, out, seed=1 + zlib.crc32(name.encode()) % 8)
     return _TRAINED[key]
 
 
@@ -90,7 +92,7 @@ def bert_cls_adapters(runtime_root, tiny_bert, sentiment_csv) -> dict[str, Path]
 
 
 def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_tokens: int, quant: str,
-                       device: str = "cpu"):
+                       device: str = "cpu", compute_dtype: str = "auto"):
     """Greedy tokens and their log-probabilities from plain peft (``PeftModel.from_pretrained``
     through ``adapters.load``), one prompt alone; the bare base when ``adapter`` is None."""
     from adapters.batching import format_prompt
@@ -102,10 +104,10 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
     if adapter is None:
         resolved = resolve_base(str(base))
         tok = load_tokenizer(resolved, "causal-lm")
-        model, _ = load_base_model(resolved, "causal-lm", quant, plan_device(device))
+        model, _ = load_base_model(resolved, "causal-lm", quant, plan_device(device, compute_dtype))
         model.eval()
     else:
-        loaded = load(None, adapter, quant=quant, device=device)
+        loaded = load(None, adapter, quant=quant, device=device, compute_dtype=compute_dtype)
         model, tok = loaded.model, loaded.tokenizer
     ids = tok(format_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False).to(model.device)
     with torch.no_grad():
@@ -118,10 +120,11 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
     return tokens, logprobs
 
 
-def reference_classify(adapter: Path, text: str, quant: str, device: str = "cpu") -> dict[str, float]:
+def reference_classify(adapter: Path, text: str, quant: str, device: str = "cpu",
+                       compute_dtype: str = "auto") -> dict[str, float]:
     from adapters.inference import load
 
-    loaded = load(None, adapter, quant=quant, device=device)
+    loaded = load(None, adapter, quant=quant, device=device, compute_dtype=compute_dtype)
     batch = loaded.tokenizer([text], truncation=True, return_tensors="pt").to(loaded.model.device)
     with torch.no_grad():
         probs = torch.softmax(loaded.model(**batch).logits.float(), -1)[0]

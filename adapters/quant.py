@@ -73,9 +73,10 @@ def plan_device(requested: str = "auto", compute_dtype: str = "auto") -> DeviceP
 
 
 def keep_4bit_layout(model) -> int:
-    """Keep bitsandbytes' own 4-bit layout in every ``Linear4bit`` of ``model``: never repack it
-    for the CPU inference kernel, and undo a repacking that already happened. Returns the number
-    of 4-bit layers."""
+    """Keep bitsandbytes' own 4-bit layout in every ``Linear4bit`` of ``model``: never repack it for
+    the CPU inference kernel. Call it before the model's first forward (``load_base_model`` does):
+    undoing a repacking is not exact (the packed layout keeps its scales in bf16). Returns the
+    number of 4-bit layers."""
     try:
         from bitsandbytes.nn import Linear4bit
     except ImportError:
@@ -83,12 +84,6 @@ def keep_4bit_layout(model) -> int:
     layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False
-        state = getattr(layer.weight, "quant_state", None)
-        if getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                layer.weight.data, state)
     return len(layers)
 
 

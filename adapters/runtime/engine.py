@@ -333,7 +333,7 @@ class Engine(Decoding):
         row, or ``adapter`` for all; an ``ensemble:a@1+b@2`` ref averages its members'
         probabilities); returns ``{"label", "probabilities": {label: p}}`` per row."""
         from adapters.runtime.ensemble import RowPlan
-        from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
+        from adapters.runtime.prefix import batch_prefix, cache_kwargs, make_cache, position_ids
 
         texts = [texts] if isinstance(texts, str) else list(texts)
         adapters = per_row(adapter if adapters is None else adapters, len(texts))
@@ -361,9 +361,10 @@ class Engine(Decoding):
             with self._lock:
                 layers, prefix_mask = batch_prefix(prefixes, self._kv_shape()[0], self.dtype, self.device)
                 with self._hooks(entries):
+                    # The prefixes go in under the name this body's forward takes (prefix.cache_argument).
                     out = self.body(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], 1),
-                                    position_ids=position_ids(mask, offsets), past_key_values=make_cache(layers),
-                                    use_cache=False, **extra)
+                                    position_ids=position_ids(mask, offsets),
+                                    **cache_kwargs(self.body, make_cache(layers)), use_cache=False, **extra)
                 hidden = out.last_hidden_state
                 results: list[dict | None] = [None] * len(texts)
                 groups: dict[str, list[int]] = {}

@@ -127,7 +127,7 @@ class Decoding:
         """Decode all rows together; yields each step's new token per row (None once a row is done)
         and, when asked, its log-probability under the row's model (before temperature)."""
         from adapters.runtime.ensemble import RowPlan
-        from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
+        from adapters.runtime.prefix import batch_prefix, cache_kwargs, make_cache, position_ids, returned_cache
 
         if not self.is_decoder:
             raise UsageError(f"the base '{self.base.id}' is an encoder; it cannot generate text",
@@ -149,9 +149,10 @@ class Decoding:
             done = [False] * len(prompts)
             for step in range(max(s.max_new_tokens for s in specs)):
                 with self._lock, self._hooks(entries), torch.no_grad():
+                    # The cache goes in and comes back under the name the forward takes (prefix.cache_argument).
                     out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                                     past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
+                                     **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
+                cache = returned_cache(self.model, out)
                 logits = plan.combine_logits(out.logits[:, -1])
                 chosen: list[int | None] = []
                 scores = torch.log_softmax(logits.float(), -1) if logprobs else None

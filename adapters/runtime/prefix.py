@@ -2,7 +2,7 @@
 
 peft applies a prefix adapter by pre-filling the KV cache with the adapter's virtual key/values and
 prepending ones to the attention mask; the model then gives the real tokens positions
-``n_virtual, n_virtual + 1, ...`` (Llama: from the cache length; BERT: ``past_key_values_length``).
+``n_virtual, n_virtual + 1, ...`` (Llama and BERT: from the cache's length).
 peft can do this for one adapter per model call only. Here each row gets its own prefix:
 
     cache[layer]   [batch, kv_heads, P, head_dim]  row i's prefix right-aligned in the last n_i slots
@@ -15,6 +15,9 @@ n_i = 0. Explicit position ids keep that true under left padding too.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 
@@ -41,6 +44,42 @@ def batch_prefix(prefixes: list[list[tuple[torch.Tensor, torch.Tensor]] | None],
     for row, n in enumerate(lengths):
         mask[row, longest - n:] = 1
     return layers, mask
+
+
+def cache_argument(model) -> str | None:
+    """The keyword under which ``model``'s forward takes the KV cache, and the output attribute
+    that hands it back: ``"cache"`` from transformers 5.24, ``"past_key_values"`` before; None
+    when the forward takes no cache at all (DistilBERT), so no prefix can be fed to it.
+
+    The one place that knows the name. 5.24 renamed ``past_key_values`` to ``cache`` in forwards
+    and outputs alike. Until 5.40 the old keyword still reaches ``cache`` through ``@deprecate_kwarg``
+    (with a FutureWarning) and ``out.past_key_values`` is an alias of ``out.cache``. Past the shim
+    the old keyword rides along in ``**kwargs`` and the layers drop it for ``cache=None``: on 5.24,
+    the undecorated ``LlamaModel.forward`` given ``past_key_values=`` a prefix's cache is off by 0.36
+    in the last logits, a prefix row silently run without its prefix. So the name is read off the
+    signature, not the version; once per model class (``inspect.signature`` follows ``__wrapped__``)."""
+    return _cache_argument(type(model))
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str | None:
+    params = inspect.signature(cls.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def cache_kwargs(model, cache) -> dict:
+    """``{name: cache}`` for ``model(**...)``, under the name its forward takes (see cache_argument)."""
+    name = cache_argument(model)
+    if name is None:
+        if cache is not None:
+            raise ValueError(f"{type(model).__name__}.forward takes no KV cache; a prefix cannot be applied")
+        return {}
+    return {name: cache}
+
+
+def returned_cache(model, out):
+    """The cache a forward with ``use_cache=True`` returned (``out.cache`` from 5.24, else ``out.past_key_values``)."""
+    return getattr(out, cache_argument(model))
 
 
 def make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]] | None):

@@ -15,7 +15,7 @@ import traceback
 
 from benchmarks import common as C
 
-NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui")
+NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui", "cpu")
 
 
 def _available() -> list[str]:

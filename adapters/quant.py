@@ -6,13 +6,14 @@ quantizing a freshly initialized classifier.
 The compute dtype follows the device, chosen by measurement. On a CPU without native bf16 (AVX2
 only), bf16 compute is 3-15x slower than fp32 (MiniLM forward, batch 32: 251 ms vs 55 ms). On a
 CPU with AVX512-BF16 it is the fastest, as long as bitsandbytes keeps its own weight layout
-(bitsandbytes 0.50.2, AMD EPYC, one thread, a 384->1536 NF4 layer, 1,536 rows):
+(bitsandbytes 0.50.2, one thread, a 384->1536 NF4 layer, 1,536 rows):
 
-    compute  repacked  train fwd+bwd  eval fwd
-    fp32     no        136 ms         82 ms
-    fp32     yes       -              33 ms
-    bf16     no         44 ms         18 ms
-    bf16     yes       -              31 ms
+    compute  repacked  AMD EPYC (AVX512-BF16)     Intel Xeon (AVX512-BF16 + AMX)
+                       train fwd+bwd  eval fwd    train fwd+bwd  eval fwd
+    fp32     no        136 ms         82 ms       32 ms          14 ms
+    fp32     yes       -              33 ms       -              32 ms
+    bf16     no         44 ms         18 ms       11 ms           6 ms
+    bf16     yes       -              31 ms       -              33 ms
 
 ``benchmarks cpu`` measures the same choice on MiniLM training and engine classification.
 

@@ -37,16 +37,31 @@ doctor: $(STAMP)
 	$(PY) -m adapters doctor
 
 # The newest releases pyproject.toml allows, in a throw-away environment: what `pip install
-# adapter-manager` gives a user today. `pip list --outdated` names what the ranges hold back.
+# adapter-manager` gives a user today. torch stays the CPU wheel (the newest on this disk are CUDA
+# builds of several GB); everything else is upgraded eagerly. Prints what it resolved, then which of
+# the project's own requirements have newer releases than their range admits.
+define HELD_BACK
+import json, sys
+from importlib.metadata import requires
+from packaging.requirements import Requirement
+direct = {Requirement(r).name.lower() for r in requires("adapter-manager")}
+rows = [p for p in json.load(sys.stdin) if p["name"].lower() in direct]
+print("project requirements with newer releases than installed:" if rows else "every project requirement is at its newest release")
+for p in rows:
+    why = "the CPU wheel on this disk" if p["name"] == "torch" else "a range in pyproject.toml or in a dependency"
+    print(f"  {p['name']} {p['version']} (newest {p['latest_version']}; held by {why})")
+endef
+export HELD_BACK
+
 test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q $(PIP) $(TORCH)
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
+	echo "$(TORCH)" > .venv-latest/torch.txt
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/torch.txt -e ".[test]"
 	.venv-latest/bin/python -m pip install -q --no-deps $(OFFLINE_PACKAGES)
 	.venv-latest/bin/python -m adapters doctor
-	@echo "Newer releases than the ranges in pyproject.toml allow:"
-	@.venv-latest/bin/python -m pip list --outdated 2>/dev/null || true
+	.venv-latest/bin/python -m pip list --outdated --format=json 2>/dev/null | .venv-latest/bin/python -c "$$HELD_BACK"
 	.venv-latest/bin/python $(PYTEST)
 
 # Re-resolve requirements.lock from pyproject.toml's ranges (pip-tools, in its own environment).

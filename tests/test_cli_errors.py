@@ -96,12 +96,13 @@ def test_bad_override(tmp_path, capsys):
     assert code == 2 and "KEY=VALUE" in out.err
 
 
-def test_help_does_not_import_torch():
-    code = ("import sys; from adapters.cli import main; rc = main(['--help']); "
+@pytest.mark.parametrize("args, shows", [(["--help"], "train"), (["doctor", "--help"], "--json")])
+def test_help_does_not_import_torch(args, shows):
+    code = (f"import sys; from adapters.cli import main; rc = main({args!r}); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "train" in proc.stdout
+    assert shows in proc.stdout
 
 
 def test_models_lists_builtins(capsys):

@@ -5,7 +5,6 @@ trained on another base (409), oversize prompts (422), a full queue (503); /heal
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -34,6 +33,7 @@ def assert_error(r, status, code=None):
         assert err["code"] == code, err
 
 
+@pytest.mark.timeout(120, func_only=True)  # the run's bound, without a wall-clock assert
 def test_schemathesis_finds_no_server_errors(served):
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
@@ -44,7 +44,6 @@ def test_schemathesis_finds_no_server_errors(served):
 
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    started = time.monotonic()
     ran = []
     picks = [0]
     for result in schema.get_all_operations():
@@ -76,7 +75,6 @@ def test_schemathesis_finds_no_server_errors(served):
     assert {label for label, _ in ran} >= {"POST /v1/chat/completions", "POST /v1/completions", "POST /v1/classify",
                                            "GET /v1/models", "POST /v1/adapters/load", "POST /v1/adapters/unload",
                                            "GET /health", "GET /metrics"}
-    assert time.monotonic() - started < 60
     assert httpx.get(f"{served.url}/health").json()["status"] == "ok"
 
 

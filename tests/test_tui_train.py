@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import tiny_config
@@ -132,9 +133,9 @@ async def test_attaches_to_a_run_started_elsewhere(_isolated_home):
         assert not train.processes
 
 
+@pytest.mark.timeout(30, func_only=True)  # the child sleeps 60 s: waiting it out instead of killing it times out
 def test_a_run_that_ignores_the_interrupt_is_killed_and_its_log_ended(tmp_path):
     import sys
-    import time
 
     from tui.runs import TrainingProcess
 
@@ -142,9 +143,8 @@ def test_a_run_that_ignores_the_interrupt_is_killed_and_its_log_ended(tmp_path):
     process = TrainingProcess([sys.executable, "-c", ignores], tmp_path / "run")
     process.start()
     assert process.process.stdout.readline().strip() == "up"
-    started = time.monotonic()
     process.cancel(grace_s=1.0)
-    assert not process.running and time.monotonic() - started < 10
+    assert not process.running
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
     assert process.wait().error == "cancelled"

@@ -14,6 +14,46 @@ def _events(result):
     return read_events(result.run_dir / "events.jsonl")
 
 
+SUBJECTS = ["the film", "this movie", "the plot", "the acting", "the ending", "the score"]
+
+
+def _keyword_text(label: str, subject: str) -> str:
+    word = "great" if label == "good" else "awful"
+    return f"{word} {subject} {word}"
+
+
+@pytest.fixture(scope="module")
+def keyword_csv(tmp_path_factory):
+    """A learnable tiny task: one keyword decides the label ("great" -> good, "awful" -> bad);
+    every subject appears with both labels, so nothing else predicts it."""
+    rows = [(_keyword_text(label, SUBJECTS[(i // 2) % len(SUBJECTS)]), label)
+            for i, label in enumerate(["good", "bad"] * 120)]
+    path = tmp_path_factory.mktemp("keyword") / "keyword.csv"
+    path.write_text("review,sentiment\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    return path
+
+
+KEYWORD_DATA = {"text_column": "review", "label_column": "sentiment", "max_length": 16}
+KEYWORD_TRAINING = {"epochs": 4, "learning_rate": 3e-2, "batch_size": 8}
+
+
+def _majority_rate(test: dict) -> float:
+    """The accuracy of always answering the most frequent true label, from the confusion matrix's rows."""
+    support = [sum(row) for row in test["confusion_matrix"]]
+    return max(support) / sum(support)
+
+
+def _assert_beats_majority(result, loaded):
+    test = result.metrics["test"]
+    majority = _majority_rate(test)
+    assert test["accuracy"] > majority + 0.2, (test["accuracy"], majority)
+    # Independently of the trainer's metrics: the saved adapter, loaded back, labels fresh sentences.
+    probes = [(_keyword_text(label, subject), label) for subject in ("the soundtrack", "the cast")
+              for label in ("good", "bad")]
+    predicted = [p["label"] for p in loaded.predict([t for t, _ in probes])]
+    assert predicted == [label for _, label in probes]
+
+
 def test_lora_classification_writes_a_peft_dir_and_a_run_log(tiny_bert, sentiment_csv, tmp_path):
     result = adapters.train(tiny_config(tiny_bert, sentiment_csv), output=tmp_path / "out")
     out = result.output_dir
@@ -56,15 +96,18 @@ def test_plain_peft_loads_the_output(tiny_bert, sentiment_csv, tmp_path):
     assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-4
 
 
-@pytest.mark.parametrize("method", ["lora", "prefix"])
-def test_4bit_encoder_classification(tiny_bert, sentiment_csv, method):
-    cfg = tiny_config(tiny_bert, sentiment_csv, method=method, quant="4bit")
+@pytest.mark.parametrize("method", ["lora", pytest.param("prefix", marks=pytest.mark.xfail(
+    strict=True, reason="prefix tuning alone does not learn the keyword task on a random 2-layer BERT "
+                        "(answers the majority class at lr 1e-2..3e-1, 4-10 epochs)"))])
+def test_4bit_encoder_classification(tiny_bert, keyword_csv, method):
+    cfg = tiny_config(tiny_bert, keyword_csv, method=method, quant="4bit",
+                      data={"source": str(keyword_csv), **KEYWORD_DATA}, training=KEYWORD_TRAINING)
     result = adapters.train(cfg)
-    assert result.metrics["test"]["accuracy"] >= 0.0
     loaded = adapters.load(None, result.output_dir)
     import bitsandbytes as bnb
 
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in loaded.model.modules())
+    _assert_beats_majority(result, loaded)
 
 
 @pytest.mark.parametrize("method,quant", [("lora", "4bit"), ("prefix", "4bit"), ("lora", "8bit")])
@@ -107,16 +150,37 @@ def test_token_classification_on_builtin_ner(tiny_bert):
     assert [w for w, _ in tags[0]] == ["john", "lives", "in", "london"]
 
 
-def test_early_stopping_keeps_the_best_and_stops(tiny_bert, sentiment_csv):
-    cfg = tiny_config(tiny_bert, sentiment_csv, training={
-        "epochs": 10, "learning_rate": 1e-9, "eval_every": 2, "batch_size": 8, "seed": 0,
-        "early_stopping": {"metric": "loss", "mode": "min", "patience": 1}})
-    result = adapters.train(cfg)
-    evals = [e for e in _events(result) if e["event"] == "eval" and e["split"] == "dev"]
-    # A learning rate of 1e-9 cannot improve the dev loss, so patience 1 stops after the second eval.
-    assert len(evals) <= 4
-    assert result.metrics["steps"] < 10 * 24
-    assert result.metrics["best_step"] == evals[0]["step"] or any(e["best"] for e in evals)
+def test_early_stopping_keeps_the_best_and_stops(tiny_bert, keyword_csv):
+    """A learning rate far too high makes the dev loss climb after the first evaluations: training
+    must stop right after `patience` evaluations without a lower dev loss, and keep the best step's adapter."""
+    from adapters.scoring import score_adapter
+
+    patience = 2
+    cfg = tiny_config(tiny_bert, keyword_csv, data={"source": str(keyword_csv), **KEYWORD_DATA}, training={
+        "epochs": 10, "learning_rate": 0.3, "eval_every": 2, "batch_size": 8, "seed": 0,
+        "early_stopping": {"metric": "loss", "mode": "min", "patience": patience}})
+    result = adapters.train(cfg, store=False)
+    events = _events(result)
+    total_steps = next(e for e in events if e["event"] == "start")["total_steps"]
+    evals = [e for e in events if e["event"] == "eval" and e["split"] == "dev"]
+    # Replay the rule on the logged dev losses: where should it stop, and which step is best?
+    best, best_step, bad, stop_at = None, None, 0, None
+    for i, e in enumerate(evals):
+        loss = e["metrics"]["loss"]
+        improved = best is None or loss < best
+        assert e["best"] == improved, e
+        best, best_step, bad = (loss, e["step"], 0) if improved else (best, best_step, bad + 1)
+        if bad >= patience:
+            stop_at = i
+            break
+    assert stop_at is not None, "the dev loss never stopped improving; the test needs a run that should stop"
+    assert len(evals) == stop_at + 1, "training went on evaluating after patience ran out"
+    assert result.metrics["steps"] == evals[-1]["step"] < total_steps
+    assert result.metrics["best_step"] == best_step != evals[-1]["step"]
+    # The adapter on disk is the best step's, not the last one's: rescoring it gives the best dev loss.
+    rescored = score_adapter(result.output_dir, split="dev")["loss"]
+    assert abs(rescored - best) < 1e-4
+    assert abs(rescored - evals[-1]["metrics"]["loss"]) > 1e-3
 
 
 def test_oversampling_balances_train(tiny_bert, tmp_path):

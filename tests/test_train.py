@@ -124,20 +124,26 @@ def test_decoder_instruction_tuning_learns(tiny_llama, chat_jsonl, method, quant
     assert isinstance(text[0], str)
 
 
-def test_decoder_classification_with_prefix(tiny_llama, sentiment_csv):
-    cfg = tiny_config(tiny_llama, sentiment_csv, method="prefix", quant="4bit")
+def test_decoder_classification_with_prefix(tiny_llama, keyword_csv):
+    cfg = tiny_config(tiny_llama, keyword_csv, method="prefix", quant="4bit",
+                      data={"source": str(keyword_csv), **KEYWORD_DATA}, training=KEYWORD_TRAINING)
     result = adapters.train(cfg)
-    assert set(result.metrics["test"]["per_class"]) == {"fresh", "rotten"}
+    assert set(result.metrics["test"]["per_class"]) == {"good", "bad"}
+    _assert_beats_majority(result, adapters.load(None, result.output_dir))
 
 
 def test_text_pairs(tiny_bert, tmp_path):
-    rows = [("the cat sat", "a cat was sitting", "same"), ("the cat sat", "stocks fell today", "different")] * 30
+    rows = [("the cat sat", "a cat was sitting", "same"), ("the cat sat", "stocks fell today", "different")] * 120
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps({"a": a, "b": b, "y": y}) + "\n" for a, b, y in rows))
     cfg = tiny_config(tiny_bert, path, data={"source": str(path), "text_column": "a", "text_pair_column": "b",
-                                             "label_column": "y", "max_length": 32})
+                                             "label_column": "y", "max_length": 32},
+                      training=KEYWORD_TRAINING)
     result = adapters.train(cfg)
-    assert result.metrics["test"]["per_class"].keys() == {"different", "same"}
+    test = result.metrics["test"]
+    assert test["per_class"].keys() == {"different", "same"}
+    # Only the second text tells the two labels apart, so beating the majority class needs the pair.
+    assert test["accuracy"] > _majority_rate(test) + 0.2, test
 
 
 def test_token_classification_on_builtin_ner(tiny_bert):

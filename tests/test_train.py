@@ -1,6 +1,7 @@
 """Training on tiny models built from configs: every method x task, 4-bit and full precision."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -119,7 +120,13 @@ def test_decoder_instruction_tuning_learns(tiny_llama, chat_jsonl, method, quant
     result = adapters.train(cfg)
     steps = [e for e in _events(result) if e["event"] == "step"]
     assert steps[-1]["loss"] < steps[0]["loss"]
-    assert result.metrics["test"]["perplexity"] > 1
+    # A uniform guess over the vocabulary has perplexity len(vocabulary): the trained adapter must do better.
+    from transformers import AutoTokenizer
+
+    vocabulary = len(AutoTokenizer.from_pretrained(tiny_llama))
+    test = result.metrics["test"]
+    assert abs(test["perplexity"] - math.exp(test["loss"])) < 1e-6 * test["perplexity"]
+    assert test["perplexity"] < vocabulary, (test["perplexity"], vocabulary)
     text = adapters.load(None, result.output_dir).generate(["what is your favourite food?"], max_new_tokens=5)
     assert isinstance(text[0], str)
 

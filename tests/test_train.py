@@ -161,6 +161,11 @@ def test_token_classification_on_builtin_ner(tiny_bert):
     assert {"precision", "recall", "f1"} <= set(result.metrics["test"])
     tags = adapters.load(None, result.output_dir).tag([["john", "lives", "in", "london"]])
     assert [w for w, _ in tags[0]] == ["john", "lives", "in", "london"]
+    id2label = json.loads((result.output_dir / "label_map.json").read_text())["id2label"]
+    names = set(id2label.values() if isinstance(id2label, dict) else id2label)
+    assert "O" in names and len(names) > 1
+    assert {tag for _, tag in tags[0]} <= names
+    assert 0.0 <= result.metrics["test"]["f1"] <= 1.0
 
 
 def test_early_stopping_keeps_the_best_and_stops(tiny_bert, keyword_csv):

@@ -14,7 +14,10 @@ import torch
 from bitsandbytes.nn import Linear4bit
 
 import adapters
-from adapters.quant import is_repacked, keep_4bit_layout
+from adapters import quant
+from adapters.bases import resolve_base
+from adapters.modeling import load_base_model
+from adapters.quant import cpu_has_fast_bf16, is_repacked, keep_4bit_layout, plan_device
 from adapters.runlog import read_events
 from adapters.runtime import Engine
 from conftest import tiny_config
@@ -90,3 +93,33 @@ def test_4bit_training_goes_on_after_a_mid_run_evaluation(repacking_cpu, method,
     assert evals[:2] == [2, 4] and result.metrics["steps"] == 4
     loaded = adapters.load(None, result.output_dir)
     assert_never_repacks(loaded.model)
+
+
+AVX2_ONLY = "flags : fpu sse2 avx avx2 fma bmi2"
+AVX512_BF16 = AVX2_ONLY + " avx512f avx512_bf16"
+AMX = AVX2_ONLY + " amx_bf16 amx_tile amx_int8"
+
+
+def test_cpu_kind_is_read_from_the_flags():
+    assert not cpu_has_fast_bf16(AVX2_ONLY)
+    assert cpu_has_fast_bf16(AVX512_BF16) and cpu_has_fast_bf16(AMX)
+    assert not cpu_has_fast_bf16("flags : avx512_bf16x")  # whole flags, not substrings
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(AVX2_ONLY, torch.float32), (AVX512_BF16, torch.bfloat16)],
+                         ids=["avx2-only", "avx512-bf16"])
+def test_each_cpu_kind_gets_its_compute_dtype_and_one_layout(repacking_cpu, monkeypatch, cpuinfo, expected,
+                                                            tiny_bert):
+    """What each CPU kind runs, pinned on whichever CPU the suite meets: float32 compute on AVX2-only
+    CPUs (bf16 is 3-15x slower there), bf16 on AVX512-BF16, and bitsandbytes' own 4-bit layout on
+    both (bitsandbytes is told it could repack)."""
+    monkeypatch.setattr(quant, "cpu_has_fast_bf16", lambda: cpu_has_fast_bf16(cpuinfo))
+    plan = plan_device("cpu")
+    assert plan.compute_dtype == expected
+    model, _ = load_base_model(resolve_base(str(tiny_bert)), "classification", "4bit", plan, ["fresh", "rotten"])
+    assert {layer.compute_dtype for layer in four_bit_layers(model)} == {expected}
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[101, 2023, 102]])).logits
+    assert torch.isfinite(logits).all()
+    assert_never_repacks(model)

@@ -158,8 +158,12 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     The megabatch trick of transformers' LengthGroupedSampler: shuffle, cut into megabatches of
     50 batches, sort each by length (longest first), cut into batches, then shuffle the batch order.
     Randomness stays (which rows meet in a megabatch, batch order) while padding drops. The same
-    (seed, epoch) gives the same batches. shuffle=False (evaluation): all rows sorted by length,
-    longest first, no randomness.
+    (seed, epoch) gives the same batches. As in transformers, the batch holding the longest row
+    goes first: a batch size that does not fit in memory fails in the first step, not an hour in,
+    and the allocator reserves the largest activations first, so later, smaller batches reuse that
+    memory instead of growing the heap around it (4-bit MiniLM LoRA on the CPU, the first 30
+    batches of rt-minilm-lora: peak RSS 1,856 MiB with the longest batch first, 2,170 MiB when it
+    came 29th). shuffle=False (evaluation): all rows sorted by length, longest first, no randomness.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -175,4 +179,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
         chunk = order[start:start + mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")].tolist()
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches

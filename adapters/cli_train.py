@@ -19,14 +19,16 @@ STORE_OPTION = typer.Option(None, "--store", help="Store directory (default: $AD
 
 
 def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
+    """The newest run of ``name`` with a checkpoint that did not finish: killed, cancelled, or
+    failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory."""
     from adapters.paths import runs_dir
     from adapters.runlog import read_events
+    from adapters.trainer import latest_checkpoint
 
     candidates = sorted(runs_dir(store).glob(f"*-{name}-*"), reverse=True)
     for run in candidates:
-        events = read_events(run / "events.jsonl")
-        if (run / "checkpoint").is_dir() and not any(e["event"] == "end" and e.get("status") == "finished"
-                                                     for e in events):
+        ends = [e for e in read_events(run / "events.jsonl") if e["event"] == "end"]
+        if latest_checkpoint(run) is not None and not (ends and ends[-1].get("status") == "finished"):
             return run
     return None
 

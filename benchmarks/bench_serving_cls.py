@@ -1,6 +1,16 @@
 """Classification part of the serving benchmark (see bench_serving.py), on ``minilm-l6`` with LoRA
-adapters of ~300 KB (r=8 on query/value plus the classifier): switching between resident adapters,
-cold loads from the store, and the per-request overhead as the resident set grows.
+adapters of ~300 KB (r=8 on query/value plus the classifier): mixed-batch throughput against peft's
+own mixed batch, switching between resident adapters, cold loads from the store, and the
+per-request overhead as the resident set grows.
+
+Throughput baseline: peft's mixed batch, a ``PeftModel`` on the same 4-bit base with the engine's
+device plan (same quantization, same compute dtype) holding the same adapters (their classifiers
+as ``modules_to_save``), called as ``model(**tokenizer(texts, padding=True), adapter_names=[...])``
+on the same ``CLS_ROWS`` texts, tokenizing inside the timed call as the engine does. With D
+distinct adapters row i takes adapter i mod D. Alternated with the engine's calls (order reversed
+every repeat), medians with min-max, ratios of adjacent runs; labels are compared row by row. At 8
+distinct adapters also, for information, the same peft model with its adapters disabled: the bare
+base and its classifier, the most any LoRA path could give.
 
 Per-request overhead: the wall time of a one-text ``Engine.classify`` minus the time spent inside
 the shared transformer body's forward during that call (timed with forward hooks on the body, a
@@ -19,10 +29,26 @@ from benchmarks import common as C
 from benchmarks.bench_serving import CLS_BASE, RESIDENT_TARGET, log
 
 TEXT = "a gripping, beautifully acted film that never lets up"
+CLS_ROWS = 64
+_GOOD = ["a gripping, beautifully acted film", "warm, funny and smart", "the best thriller in years",
+         "a moving story told with care", "sharp writing and a great cast", "pure joy from start to finish",
+         "an ambitious, rewarding drama", "clever, tense and never boring"]
+_BAD = ["a dull, lifeless mess", "predictable from the first scene", "two hours I will never get back",
+        "the plot makes no sense at all", "flat characters and clumsy dialogue", "loud, long and empty",
+        "a tired retread of better films", "not even the actors seem to care"]
+CLS_TEXTS = [(_GOOD if i % 2 else _BAD)[(i // 2) % 8] + ("" if i % 3 else ", and the ending is something else")
+             for i in range(CLS_ROWS)]
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class BodyClock:
-    """Time spent inside ``engine.body``'s forward."""
+    """Time spent inside ``engine.body``'s forward (on CUDA, synchronized at both ends)."""
 
     def __init__(self, engine):
         self.spent = 0.0
@@ -31,9 +57,11 @@ class BodyClock:
         engine.body.register_forward_hook(self._post)
 
     def _pre(self, module, args):
+        _sync()
         self._t = time.perf_counter()
 
     def _post(self, module, args, output):
+        _sync()
         self.spent += time.perf_counter() - self._t
 
 
@@ -76,6 +104,10 @@ def measure(maker, root, quant: str, s: dict) -> dict:
                    "adapter_bytes": size, "resident_range": f"1-{len(cold)}"}
     log(f"cold load {out['cold']['median_ms']:.1f} ms ({size / 1000:.0f} KB), first LoRA "
         f"{out['cold']['first_ms']:.0f} ms")
+    while len(refs) < max(s["sizes"]):
+        add()
+    out["throughput"] = throughput(many, refs, [maker.work / "made" / f"cls-lora-{i:04d}" for i in range(len(refs))],
+                                   quant, s)
     one.load(refs[0])
     call_one, call_many = Timed(one), Timed(many)
     for _ in range(2):  # warm-up
@@ -139,6 +171,78 @@ def measure(maker, root, quant: str, s: dict) -> dict:
     build_s = time.perf_counter() - start
     out["resident"] = _resident_summary(points, len(refs), build_s, RESIDENT_TARGET)
     out["resident"]["load_curve_ms"] = [(n, round(dt * 1000, 1)) for n, dt in loads if n % 10 == 0]
+    return out
+
+
+def throughput(engine, refs: list[str], paths: list, quant: str, s: dict) -> dict:
+    """Rows/s of ``engine.classify`` over CLS_TEXTS with D distinct adapters against peft's mixed
+    batch on the same rows (module docstring)."""
+    import gc
+
+    import torch
+    from peft import PeftModel
+
+    from adapters.modeling import load_base_model, quiet_loading
+    from benchmarks.bench_serving import LABELS
+    from benchmarks.bench_serving_gen import _alternating, paired, spread
+
+    sizes = s["sizes"]
+    model, _ = load_base_model(engine.base, "classification", quant, engine.plan, label_names=LABELS)
+    names = [f"a{i}" for i in range(max(sizes))]
+    with quiet_loading():
+        model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
+        for name, path in zip(names[1:], paths[1:]):
+            model.load_adapter(str(path), adapter_name=name)
+    model.eval()
+    tok = engine.tokenizer
+    device = model.get_input_embeddings().weight.device
+
+    def timed(fn):
+        def call():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            return {"wall": CLS_ROWS / (time.perf_counter() - wall), "cpu": CLS_ROWS / (time.process_time() - cpu)}
+        return call
+
+    @torch.no_grad()
+    def peft_labels(row_names: list[str] | None) -> list[str]:
+        batch = tok(CLS_TEXTS, padding=True, truncation=True, return_tensors="pt").to(device)
+        if row_names is None:
+            with model.disable_adapter():
+                logits = model(**batch).logits
+        else:
+            logits = model(**batch, adapter_names=row_names).logits
+        return [LABELS[i] for i in logits.float().argmax(-1).tolist()]
+
+    def engine_labels(row_refs: list[str]) -> list[str]:
+        return [r["label"] for r in engine.classify(CLS_TEXTS, row_refs)]
+
+    out: dict = {"rows": CLS_ROWS, "sizes": {}}
+    for d in sizes:
+        row_refs = [refs[i % d] for i in range(CLS_ROWS)]
+        row_names = [names[i % d] for i in range(CLS_ROWS)]
+        same = sum(a == b for a, b in zip(engine_labels(row_refs), peft_labels(row_names)))  # also a warm-up
+        variants = {"engine": timed(lambda r=row_refs: engine_labels(r)),
+                    "peft_mixed": timed(lambda n=row_names: peft_labels(n))}
+        if d > 1:
+            variants["engine_one"] = timed(lambda: engine_labels([refs[0]] * CLS_ROWS))
+        if d == 8:
+            peft_labels(None)
+            variants["peft_base"] = timed(lambda: peft_labels(None))
+        runs = _alternating(variants, s["repeats_at_8"] if d == 8 else s["repeats_vs_peft"])
+        m = {"rates": {k: spread([r["wall"] for r in v]) for k, v in runs.items()},
+             "cpu_rates": {k: spread([r["cpu"] for r in v]) for k, v in runs.items()},
+             "identical_labels": same, "runs": runs, "distinct": d}
+        for a, b in (("engine", "peft_mixed"), ("engine", "engine_one"), ("peft_base", "peft_mixed"),
+                     ("engine", "peft_base")):
+            if a in runs and b in runs:
+                m[f"{a}/{b}"] = paired(runs, a, b)
+        out["sizes"][str(d)] = m
+        log(f"classify {CLS_ROWS} rows, {d} distinct LoRA: engine {m['rates']['engine']['median']:.0f} rows/s, "
+            f"peft mixed {m['rates']['peft_mixed']['median']:.0f} ({m['engine/peft_mixed']['ratio']:.2f}x); "
+            f"{same}/{CLS_ROWS} labels equal")
+    del model
+    gc.collect()
     return out
 
 

@@ -1,5 +1,8 @@
-"""Bad input through the real CLI: a clear message, exit code 2, and nothing written."""
+"""Bad input through the real CLI: a clear message, exit code 2, and nothing written (no output,
+no stored version, nothing under runs/). A crash once training has started is another matter:
+its log is kept, ended as failed, listed as failed, and --resume continues it."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +27,12 @@ def _run(args, capsys):
 
 
 def _nothing_written(tmp_path: Path, home: Path) -> bool:
+    """No --output directory, no stored version, and no run directory (not even an empty one)."""
     out = tmp_path / "out"
     stored = list((home / "versions").rglob("adapter_config.json")) if (home / "versions").exists() else []
-    return not out.exists() and not stored
+    runs = list((home / "runs").iterdir()) if (home / "runs").exists() else []
+    assert not out.exists() and not stored and not runs, (out.exists(), stored, runs)
+    return True
 
 
 CASES = {
@@ -108,3 +114,52 @@ def test_help_does_not_import_torch(args, shows):
 def test_models_lists_builtins(capsys):
     code, out = _run(["models"], capsys)
     assert code == 0 and "minilm-l6" in out.out and "smollm2-135m" in out.out
+
+
+def test_a_crash_mid_run_keeps_its_log_ended_as_failed_and_stores_nothing(tiny_bert, sentiment_csv, tmp_path,
+                                                                          capsys, monkeypatch, _isolated_home):
+    from adapters import trainer
+    from adapters.runlog import read_events
+    from store import Store
+    from tui.runs import RunWatcher
+
+    evaluations = []
+    real_after_eval = trainer.Trainer._after_eval
+
+    def crash_on_the_second_evaluation(self, *args, **kwargs):
+        evaluations.append(self)
+        if len(evaluations) == 2:
+            raise RuntimeError("disk on fire")
+        return real_after_eval(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "_after_eval", crash_on_the_second_evaluation)
+    cfg = tiny_config(tiny_bert, sentiment_csv, name="crashy", data={"max_length": 32},
+                      training={"max_steps": 12, "eval_every": 4, "batch_size": 8, "log_every": 1})
+    config = _write_config(tmp_path, cfg)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["train", str(config), "--output", str(tmp_path / "out"), "-q"])
+
+    (run_dir,) = list((_isolated_home / "runs").iterdir())
+    events = read_events(run_dir / "events.jsonl")
+    assert events[0]["event"] == "start" and [e["step"] for e in events if e["event"] == "checkpoint"] == [4]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "failed" and events[-1]["error"] == "disk on fire"
+    assert not (tmp_path / "out").exists() and not (run_dir / "adapter").exists()
+    with Store(_isolated_home) as s:
+        assert s.list() == []
+    watcher = RunWatcher(_isolated_home / "runs")
+    watcher.poll()
+    run = watcher.runs[run_dir.name]
+    assert (run.name, run.status, run.step, run.error) == ("crashy", "failed", 8, "disk on fire")
+    assert run.display_status(events[-1]["time"] + 3600) == "failed"
+
+    # Failed mid-run, it is what --resume picks up, from its checkpoint; then it is listed as finished.
+    # As if killed between a checkpoint save's two renames: only checkpoint.old is whole.
+    (run_dir / "checkpoint").rename(run_dir / "checkpoint.old")
+    monkeypatch.setattr(trainer.Trainer, "_after_eval", real_after_eval)
+    code, out = _run(["train", config, "--resume", "-q", "--json"], capsys)
+    assert code == 0, out.err
+    assert json.loads(out.out)["ref"] == "crashy@1"
+    assert [e["resumed_from"] for e in read_events(run_dir / "events.jsonl") if e["event"] == "start"] == [None, 4]
+    assert (run_dir / "checkpoint" / "state.pt").is_file() and not (run_dir / "checkpoint.old").exists()
+    watcher.poll()
+    assert watcher.runs[run_dir.name].status == "finished" and watcher.runs[run_dir.name].error is None

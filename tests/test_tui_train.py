@@ -28,6 +28,15 @@ def write_config(directory: Path, base: Path, data: Path, name: str, max_steps: 
     return path
 
 
+async def _launch_first_config(pilot):
+    """Choose the first config, launch it (ctrl+l) and wait for its run: (the Train pane, run id)."""
+    await _pick_first_config(pilot)
+    await pilot.press("ctrl+l")
+    train = pilot.app.train
+    await wait_until(pilot, lambda: train.runs, what="the run to appear")
+    return train, next(iter(train.runs))
+
+
 async def _pick_first_config(pilot) -> None:
     """On the Train tab: choose the first config in the list (Enter), wait for the form."""
     app = pilot.app
@@ -72,11 +81,7 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
     write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-long", max_steps=100_000)  # runs until cancelled
     app = demo_app(_isolated_home, configs_dir=tmp_path / "configs", initial_tab="train", poll_interval=0.2)
     async with app.run_test(size=SIZE) as pilot:
-        await _pick_first_config(pilot)
-        await pilot.press("ctrl+l")
-        train = app.train
-        await wait_until(pilot, lambda: train.runs, what="the run to appear")
-        run_id = next(iter(train.runs))
+        train, run_id = await _launch_first_config(pilot)
         process = train.processes[run_id]
         await wait_until(pilot, lambda: train.runs[run_id].step >= 2, timeout=120, what="training steps")
 
@@ -106,6 +111,29 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
                                  f"cancel sent {process.cancelled}, shown {train.shown_run == run_id}, log {log}") from None
     events = [json.loads(line) for line in (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
+    with Store(_isolated_home) as s:
+        assert s.list() == []
+
+
+@pilot_test
+async def test_a_launch_refused_for_bad_data_is_listed_failed_and_leaves_no_run(tmp_path, _isolated_home, tiny_bert,
+                                                                                sentiment_csv):
+    """The CLI refuses the config before training starts (a column the data lacks): the TUI shows
+    its message and lists the run as failed, and nothing is left under runs/ or in the store."""
+    path = write_config(tmp_path / "configs", tiny_bert, sentiment_csv, "tui-bad", max_steps=3)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["label_column"] = "no_such_column"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    app = demo_app(_isolated_home, configs_dir=tmp_path / "configs", initial_tab="train", poll_interval=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        train, run_id = await _launch_first_config(pilot)
+        await wait_until(pilot, lambda: train.runs[run_id].status == "failed", timeout=120,
+                         what="the refused run to be marked failed")
+        assert "no_such_column" in train.runs[run_id].error
+        await wait_until(pilot, lambda: "no_such_column" in str(getattr(app.screen, "message", "")),
+                         what="the CLI's message on screen")
+        runs = _isolated_home / "runs"
+        assert not runs.exists() or list(runs.iterdir()) == []
     with Store(_isolated_home) as s:
         assert s.list() == []
 

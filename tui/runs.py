@@ -3,7 +3,10 @@
 A run is a directory under ``<store>/runs/`` holding ``events.jsonl`` (see adapters/runlog.py):
 ``start``, ``step``, ``eval``, ``checkpoint`` and ``end`` events. Runs the TUI starts and runs
 started from the CLI look the same on disk, so both are watched the same way: by tailing the log.
-No Textual and no torch here.
+A run refused for bad input leaves no directory, so it is never listed; one that failed after it
+started ends its log with ``end`` (``status: failed``) and is listed as failed; one whose process
+died without an ``end`` (SIGKILL, out of memory) is listed as failed too, once its ``start``
+event's pid is gone from this host. No Textual and no torch here.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +56,8 @@ class RunState:
     owned: bool = False  # launched by this TUI (so it can be cancelled)
     resumed_from: int | None = None
     device: str | None = None
+    pid: int | None = None  # of the process that logged the last ``start``, on ``host``
+    host: str | None = None
 
     def apply(self, event: dict) -> None:
         kind = event.get("event")
@@ -66,7 +72,9 @@ class RunState:
             self.resumed_from = event.get("resumed_from")
             self.step = int(self.resumed_from or 0)
             self.device = event.get("device")
+            self.pid, self.host = event.get("pid"), event.get("host")
             self.started = self.last_time
+            self.ended = self.error = None  # a resumed run is running again
         elif kind == "step":
             self.status = "running"
             self.last_step_time = self.last_time
@@ -83,6 +91,19 @@ class RunState:
             self.status = str(event.get("status") or "finished")
             self.ended = self.last_time
             self.error = event.get("error")
+            self.name = self.name or event.get("name")  # a run that failed while loading logs only its end
+
+    def process_gone(self) -> bool:
+        """Whether the process that logged ``start`` is known to have exited (same host only)."""
+        if not isinstance(self.pid, int) or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OSError):
+            return False
+        return False
 
     def display_status(self, now: float) -> str:
         if self.status in FINAL or self.last_time is None:
@@ -123,6 +144,13 @@ class LogTail:
         self.path = Path(path)
         self.offset = 0
         self.pending = b""
+
+    def grew(self) -> bool:
+        """Whether the log has bytes not read yet (a stat, no read)."""
+        try:
+            return self.path.stat().st_size > self.offset
+        except FileNotFoundError:
+            return False
 
     def poll(self) -> list[dict]:
         try:
@@ -191,11 +219,20 @@ class RunWatcher:
         changed: dict[str, RunState] = {}
         for run_id, tail in self._tails.items():
             run = self.runs[run_id]
-            if run.status in FINAL and run.ended is not None:
-                continue
+            if run.status in FINAL and run.ended is not None and not tail.grew():
+                continue  # ended; read again only if it grows (``--resume`` appends to the same log)
             events = tail.poll()
             for event in events:
                 run.apply(event)
+            if run.status not in FINAL and run.process_gone():
+                # Gone without an ``end``: read what it wrote before it exited, then call it failed.
+                for event in tail.poll():
+                    run.apply(event)
+                if run.status not in FINAL:
+                    run.status, run.ended = "failed", run.last_time
+                    run.error = (f"the training process (pid {run.pid}) exited without logging its end "
+                                 "(killed?); adapters train --resume continues from its last checkpoint")
+                changed[run_id] = run
             if events:
                 changed[run_id] = run
                 if run.status == "finished" and not run.owned and run.ref is None:
@@ -263,7 +300,8 @@ class TrainingProcess:
         self.cancelled = False
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The run directory is the trainer's to create: one refused for bad input leaves none.
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # Its own process group: a Ctrl+C meant for the terminal does not reach the run, and a
         # cancel reaches whatever the run itself started.
@@ -291,7 +329,20 @@ class TrainingProcess:
         if self.cancelled:
             return Outcome(code, None, "cancelled", None)
         message, hint = parse_cli_error(stderr)
+        self._end_log("failed", message if code > 0 else f"killed by signal {-code}: {message}")
         return Outcome(code, None, message, hint)
+
+    def _end_log(self, status: str, error: str) -> None:
+        """A run that started (it has a log) but died before logging its ``end`` gets one, so the
+        log, and every reader of it, is final. A run refused for bad input has no log: none is made."""
+        from adapters.runlog import RunLog, read_events
+
+        path = self.run_dir / EVENTS
+        if not path.is_file():
+            return
+        events = read_events(path)
+        if events and events[-1].get("event") != "end":
+            RunLog(path).write("end", status=status, error=error)
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """Interrupt like Ctrl+C (the trainer logs ``end: cancelled``); kill if it lingers."""

@@ -156,11 +156,13 @@ class Decoding:
                 logits = plan.combine_logits(out.logits[:, -1])
                 chosen: list[int | None] = []
                 scores = torch.log_softmax(logits.float(), -1) if logprobs else None
+                # Greedy rows: one argmax over the batch (the same pick as choose() row by row).
+                greedy = (logits.argmax(-1).tolist() if any(s.temperature == 0 for s in specs) else None)
                 for i, spec in enumerate(specs):
                     if done[i]:
                         chosen.append(None)
                         continue
-                    token = choose(logits[i], spec, generators[i])
+                    token = greedy[i] if spec.temperature == 0 else choose(logits[i], spec, generators[i])
                     chosen.append(token)
                     if token in self.eos_ids or step + 1 >= spec.max_new_tokens:
                         done[i] = True
@@ -207,8 +209,12 @@ class Decoding:
                     tokens[i].append(token)
                     if logprobs:
                         scores[i].append(step_scores[i])
-                    text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
-                    cut = find_stop(text, specs[i].stop) if specs[i].stop else None
+                    # The text so far is needed only to look for stop strings; else once, at the end.
+                    if specs[i].stop:
+                        text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
+                        cut = find_stop(text, specs[i].stop)
+                    else:
+                        cut = None
                     if cut is not None:
                         reasons[i], texts[i] = "stop", text[:cut]
                     elif len(tokens[i]) >= specs[i].max_new_tokens:

@@ -70,6 +70,9 @@ class LayerBank:
         self.bank, self.in_features, self.out_features = bank, in_features, out_features
         self.a = torch.zeros(0, 0, in_features, device=bank.device)
         self.b = torch.zeros(0, out_features, 0, device=bank.device)
+        # The rows' gathered matrices for the routing they were gathered for: a decode loop routes
+        # every step of a call alike, so each layer gathers once per call, not once per step.
+        self._gathered: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
 
     def put(self, slot: int, a: torch.Tensor, b: torch.Tensor) -> None:
         slots = self.a.shape[0] if slot < self.a.shape[0] else max(slot + 1, 2 * self.a.shape[0], 4)
@@ -95,7 +98,7 @@ class LayerBank:
         if route is None or self.a.shape[0] == 0:
             return None
         x = args[0]
-        slots, single = route
+        slots, single, key = route
         if single is not None:  # every row on one adapter: plain matmuls
             if single >= self.a.shape[0]:
                 return None
@@ -103,9 +106,13 @@ class LayerBank:
         else:
             if x.shape[0] != slots.shape[0]:
                 raise RuntimeError(f"{type(module).__name__} got {x.shape[0]} rows for {slots.shape[0]} routed rows")
-            rows = torch.where(slots < self.a.shape[0], slots, 0)  # slots added after this layer's last growth
+            key = (key, self.bank.version)
+            if self._gathered is None or self._gathered[0] != key:
+                rows = torch.where(slots < self.a.shape[0], slots, 0)  # slots added after this layer's last growth
+                self._gathered = (key, self.a[rows].transpose(1, 2), self.b[rows].transpose(1, 2))
+            _, a_rows, b_rows = self._gathered
             h = x.to(self.a.dtype).reshape(x.shape[0], -1, self.in_features)
-            delta = torch.bmm(torch.bmm(h, self.a[rows].transpose(1, 2)), self.b[rows].transpose(1, 2))
+            delta = torch.bmm(torch.bmm(h, a_rows), b_rows)
             delta = delta.reshape(*x.shape[:-1], self.out_features)
         return output + delta.to(output.dtype)
 
@@ -120,8 +127,10 @@ class LoraBank:
         self.slots: dict[str, int] = {}  # adapter name -> slot (>= 1)
         self._targets: dict[str, list[str]] = {}  # adapter name -> the layers it changes
         self._free: list[int] = []
-        self.route: tuple[torch.Tensor, int | None] | None = None  # set for one forward pass
-        self._last_slots: tuple[list[int], torch.Tensor] | None = None
+        self.route: tuple[torch.Tensor, int | None, int] | None = None  # set for one forward pass
+        self._last_slots: tuple[list[int], torch.Tensor, int] | None = None
+        self._routings = 0  # numbers each distinct routing (the layers' gather caches key on it)
+        self.version = 0  # bumped by every change to the stacks: a gathered copy is stale after one
 
     def add(self, name: str, matrices: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Give ``name`` a slot and put its matrices in place; raises LoraFitError (and changes
@@ -141,6 +150,7 @@ class LoraBank:
                 layer = self.layers[module] = LayerBank(self, *_features(self.modules[module]))
                 self.modules[module].register_forward_hook(layer)
             layer.put(slot, a, b)
+        self.version += 1
         self.slots[name] = slot
         self._targets[name] = list(matrices)
 
@@ -150,6 +160,7 @@ class LoraBank:
             return
         for module in self._targets.pop(name):
             self.layers[module].clear(slot)
+        self.version += 1
         self._free.append(slot)
 
     @contextlib.contextmanager
@@ -161,8 +172,9 @@ class LoraBank:
             yield
             return
         if self._last_slots is None or self._last_slots[0] != slots:  # a decode loop reuses one routing
-            self._last_slots = (slots, torch.tensor(slots, device=self.device))
-        self.route = (self._last_slots[1], single)
+            self._routings += 1
+            self._last_slots = (slots, torch.tensor(slots, device=self.device), self._routings)
+        self.route = (self._last_slots[1], single, self._last_slots[2])
         try:
             yield
         finally:

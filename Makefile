@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-latest lock doctor bench clean
+.PHONY: install demo test test-reliability test-latest lock doctor bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) $(PYTEST)
+
+# Faults, races, hostile input and a short load run (SIGKILL during puts, concurrent writers and
+# readers, hostile HTTP, SIGTERM under load): kept out of `make test`, bounded in time and count.
+test-reliability: $(STAMP)
+	$(PY) $(PYTEST) -m reliability
 
 doctor: $(STAMP)
 	$(PY) -m adapters doctor

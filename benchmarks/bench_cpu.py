@@ -131,7 +131,6 @@ def _train(config: str, overrides: list[str], compute_dtype: str, keep_adapter: 
 
     from adapters.config import load_config
     from adapters.quant import COMPUTE_DTYPES, is_repacked
-    from adapters.runlog import read_events
     from adapters.trainer import Trainer
 
     cfg = load_config(config, [*overrides, f"compute_dtype={compute_dtype}"])
@@ -145,13 +144,8 @@ def _train(config: str, overrides: list[str], compute_dtype: str, keep_adapter: 
     assert trainer.plan.compute_dtype == expected, trainer.plan
     assert layers and all(layer.compute_dtype == expected for layer in layers), {l.compute_dtype for l in layers}
     repacked = sum(is_repacked(layer) for layer in layers)  # incl. the final eval (no_grad, eval mode)
-    steps = [e for e in read_events(work / "run" / "events.jsonl") if e["event"] == "step"]
-    lengths = trainer.tokenized["train"]["length"]
-    batches = trainer._batches(0)  # the seeded batches the loop drew (max_steps < one epoch)
-    n = len(steps)
-    assert n == cfg.training.max_steps <= len(batches), (n, len(batches))
-    tokens = [sum(lengths[i] for i in batch) for batch in batches[:n]]
-    times = [e["time"] for e in steps]
+    run = C.trained_steps(trainer, work / "run")
+    steps, tokens, times, n = run["steps"], run["tokens"], run["times"], len(run["steps"])
     w = WARMUP_STEPS
     if keep_adapter:
         shutil.copytree(work / "adapter", keep_adapter, dirs_exist_ok=True)

@@ -229,7 +229,6 @@ def _ours(config: str, overrides: list[str], profile: dict | None = None) -> dic
     """Child: the project's trainer, exactly as ``adapters.train`` runs it."""
     from adapters import runlog
     from adapters.config import load_config
-    from adapters.runlog import read_events
     from adapters.trainer import Trainer
 
     cfg = load_config(config, overrides)
@@ -272,14 +271,8 @@ def _ours(config: str, overrides: list[str], profile: dict | None = None) -> dic
     trainer.prepare = prepare_and_record
     trainer.run()
     total = time.perf_counter() - start
-    steps = [e for e in read_events(work / "run" / "events.jsonl") if e["event"] == "step"]
-    lengths = trainer.tokenized["train"]["length"]
-    batches = trainer._batches(0)  # the seeded batches the loop drew (max_steps < one epoch)
-    n = len(steps)
-    assert n == cfg.training.max_steps <= len(batches), (n, len(batches))
-    tokens = [sum(lengths[i] for i in batch) for batch in batches[:n]]
-    padded = [len(batch) * max(lengths[i] for i in batch) for batch in batches[:n]]
-    times = [e["time"] for e in steps]
+    run = C.trained_steps(trainer, work / "run")
+    lengths, tokens, padded, times, n = run["lengths"], run["tokens"], run["padded"], run["times"], len(run["steps"])
     out = {"steps": n, "tokens_per_s": sum(tokens[1:]) / (times[-1] - times[0]),
            "step_s": (times[-1] - times[0]) / (n - 1), "non_pad_fraction": sum(tokens) / sum(padded),
            "total_s": total, "train_rows": len(lengths), "train_tokens_all_rows": int(sum(lengths)),

@@ -170,3 +170,19 @@ def ratio(x: float | None) -> str:
 
 def goal(ok: bool) -> str:
     return "[green]met[/green]" if ok else "[red]missed[/red]"
+
+
+def trained_steps(trainer, run_dir: Path) -> dict:
+    """What a finished ``Trainer`` run did, step by step, from its event log: the logged step
+    times and, per step, the real (non-pad) tokens and the padded tokens of the seeded batch it
+    drew. Needs ``max_steps`` below one epoch, so the steps are the first batches of epoch 0."""
+    from adapters.runlog import read_events
+
+    steps = [e for e in read_events(Path(run_dir) / "events.jsonl") if e["event"] == "step"]
+    lengths = trainer.tokenized["train"]["length"]
+    batches = trainer._batches(0)
+    n = len(steps)
+    assert n == trainer.cfg.training.max_steps <= len(batches), (n, len(batches))
+    return {"steps": steps, "times": [e["time"] for e in steps], "lengths": lengths,
+            "tokens": [sum(lengths[i] for i in batch) for batch in batches[:n]],
+            "padded": [len(batch) * max(lengths[i] for i in batch) for batch in batches[:n]]}

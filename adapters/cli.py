@@ -14,7 +14,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"adapters {version('adapter-manager')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Train, store and serve LoRA and prefix adapters on one quantized, frozen base model."""
 
 
 _registered = False
@@ -54,27 +69,71 @@ def fail(error: Exception) -> int:
     return getattr(error, "exit_code", 1)
 
 
+def _click_errors() -> tuple[type, ...]:
+    """click's exception base classes: typer >= 0.28 raises those of its own vendored copy
+    (``typer._click``); older typer and other libraries raise plain click's."""
+    import click
+
+    classes = [click.ClickException]
+    try:
+        from typer import _click as vendored
+    except ImportError:
+        pass
+    else:
+        classes.append(vendored.ClickException)
+    return tuple(classes)
+
+
+def _plain_metavars(command, parent=None) -> None:
+    """Help that names what to type: ``--name NAME`` and a bare ``--json`` or ``--help`` rather
+    than the type labels typer >= 0.27 prints (``--name <str>``, ``--set <list[str]>``,
+    ``--json <bool>``)."""
+    ctx = command.context_class(command, parent=parent, info_name=command.name,
+                                help_option_names=app.info.context_settings["help_option_names"])
+    for param in [*getattr(command, "params", []), command.get_help_option(ctx)]:
+        if param is None or param.param_type_name == "argument":
+            continue
+        param.metavar = "" if getattr(param, "is_flag", False) else (param.name or "").rstrip("_").upper()
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub, ctx)
+
+
+def _usage_error(error) -> int:
+    """A click usage error as one line and a hint (exit 2), like every other user-facing error."""
+    from adapters.errors import UsageError
+
+    ctx = getattr(error, "ctx", None)
+    path = ctx.command_path if ctx is not None else "adapters"
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    return fail(UsageError(message.rstrip("."), f"see '{path} --help'"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    import typer.main
+
     from store.errors import HintedError
 
     _register_commands()
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    if not args:  # the bare command: what it can do
+        print(command.get_help(command.make_context("adapters", ["--help"], resilient_parsing=True)))
+        return 0
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = command.main(args=args, prog_name="adapters", standalone_mode=False)
     except HintedError as error:
         return fail(error)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         return 130
-    except KeyboardInterrupt:
-        return 130
-    except SystemExit as exc:  # click's --help and usage errors
+    except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except Exception as error:  # click.UsageError and friends carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
-        raise
+    except _click_errors() as error:
+        if type(error).__name__ in ("UsageError", "BadParameter", "MissingParameter", "NoSuchOption",
+                                    "BadOptionUsage", "BadArgumentUsage", "NoArgsIsHelpError"):
+            return _usage_error(error)
+        error.show()
+        return error.exit_code
     # click returns the code of a `typer.Exit(code)` instead of raising it.
     return result if isinstance(result, int) else 0
 

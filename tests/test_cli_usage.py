@@ -1,0 +1,57 @@
+"""Usage errors of the real ``adapters`` entry point, as a user meets them: one line saying what
+is wrong, one hint, exit 2, never a traceback; help, ``-h`` and ``--version`` work everywhere."""
+
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+ADAPTERS = [str(Path(sys.executable).with_name("adapters"))]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "100"}
+    return subprocess.run([*ADAPTERS, *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lst"], "No such command 'lst'. Did you mean 'list'?"),
+    (["import", "somewhere"], "Missing option '--name'"),
+    (["list", "--json", "true"], "unexpected extra argument"),
+    (["list", "--bogus"], "No such option: --bogus"),
+    (["train"], "Missing argument"),
+    (["show"], "Missing argument"),
+    (["serve", "--port", "eighty"], "Invalid value for '--port'"),
+])
+def test_usage_errors_are_one_line_a_hint_and_exit_2(args, message):
+    out = run(*args)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert lines[1].startswith("hint: see 'adapters") and lines[1].endswith("--help'"), out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["-h"], ["--help"], ["train", "-h"], ["list", "--help"], ["serve", "-h"]])
+def test_help_works_and_names_flags_plainly(args):
+    out = run(*args)
+    assert out.returncode == 0, out
+    assert "Usage: adapters" in out.stdout
+    # typer >= 0.27 labels every option with its Python type; ours names what to type.
+    for label in ("<bool>", "<str>", "<list[str]>", "<int>"):
+        assert label not in out.stdout, (label, out.stdout)
+
+
+def test_help_shows_option_values_by_name():
+    out = run("list", "--help")
+    assert re.search(r"--name\s+NAME\s+Only this adapter name", out.stdout), out.stdout
+    assert re.search(r"--json\s+Print JSON", out.stdout), out.stdout  # a flag takes no value
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"adapters {version('adapter-manager')}", out

@@ -16,7 +16,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 __all__ = ["train", "load", "merge", "Engine", "TrainConfig", "load_config", "AdaptersError"]
 
+import logging
+
 from adapters.errors import AdaptersError
+
+# On AVX512-BF16 CPUs bitsandbytes tries, at import, to fetch an optional CPU kernel from the
+# Hugging Face hub (the `kernels` package) and warns on every run when it cannot. That kernel only
+# serves the repacked inference layout, which adapters.quant.keep_4bit_layout turns off, and this
+# project never downloads at run time: the warning says nothing a user can act on.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def __getattr__(name: str):

@@ -123,3 +123,20 @@ def test_each_cpu_kind_gets_its_compute_dtype_and_one_layout(repacking_cpu, monk
         logits = model(input_ids=torch.tensor([[101, 2023, 102]])).logits
     assert torch.isfinite(logits).all()
     assert_never_repacks(model)
+
+
+def test_no_hub_kernel_warning_on_import():
+    """bitsandbytes warns at import on AVX512-BF16 CPUs that it cannot fetch a hub kernel the
+    project never uses: a user sees nothing of it. The warning is emitted by hand as well, so the
+    test means the same on a CPU where bitsandbytes would not warn."""
+    import subprocess
+    import sys
+
+    code = ("import logging, adapters, bitsandbytes\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning("
+            "'Failed to load CPU gemm_4bit_forward from kernels-community')\n"
+            "logging.getLogger('bitsandbytes').warning('other bitsandbytes warnings still show')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "kernels-community" not in out.stderr, out.stderr
+    assert "other bitsandbytes warnings still show" in out.stderr

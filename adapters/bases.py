@@ -147,7 +147,33 @@ def resolve_base(name: str) -> ResolvedBase:
     revision = None
     if "@" in name:
         name, revision = name.split("@", 1)
+    _check_hub_id(name, revision)
     return ResolvedBase(id=name, path=name, revision=revision)
+
+
+def _check_hub_id(repo_id: str, revision: str | None) -> None:
+    """Refuse, before any model code runs, a hub id that cannot load: a near miss of a built-in
+    name that is not in the local hub cache (``minilm-l7``), or any id the cache lacks while the
+    hub is offline. Ids in the cache, and any id while online, go on to transformers."""
+    import difflib
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except ValueError:  # not a valid repo id at all
+        cached = False
+    if cached:
+        return
+    near = difflib.get_close_matches(repo_id, list(BUILTINS), n=1, cutoff=0.6)
+    builtins = ", ".join(BUILTINS)
+    if near:
+        raise BaseModelError(f"unknown base model '{repo_id}'; did you mean '{near[0]}'?",
+                             f"built-in bases: {builtins} (see `adapters models`)")
+    if constants.HF_HUB_OFFLINE:
+        raise BaseModelError(f"base model '{repo_id}' is not a built-in name, a local directory or in the local "
+                             "hub cache, and the hub is offline (HF_HUB_OFFLINE=1)",
+                             f"use a built-in base ({builtins}), a model directory, or download it first")
 
 
 def list_builtins() -> list[dict]:

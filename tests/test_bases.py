@@ -33,6 +33,39 @@ def test_unknown_hub_id_fails_at_load_with_a_hint():
     assert "built-in base" in err.value.hint
 
 
+@pytest.mark.parametrize("typo, meant", [("minilm-l7", "minilm-l6"), ("smollm2-136m", "smollm2-135m"),
+                                         ("minilm", "minilm-l6")])
+def test_a_near_miss_of_a_builtin_name_suggests_it(typo, meant):
+    with pytest.raises(BaseModelError) as err:
+        resolve_base(typo)
+    assert err.value.message == f"unknown base model '{typo}'; did you mean '{meant}'?"
+    assert err.value.exit_code == 2
+
+
+def test_offline_hub_id_outside_the_cache_is_refused_before_loading(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BaseModelError) as err:
+        resolve_base("gpt2")
+    assert "hub is offline" in err.value.message and "built-in base" in err.value.hint
+
+
+def test_hub_id_in_the_local_cache_resolves_offline(monkeypatch, tmp_path):
+    """A model downloaded earlier (the hub cache layout) loads offline, near miss or not."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--minilm-l7"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    base = resolve_base("minilm-l7")
+    assert (base.id, base.path, base.builtin) == ("minilm-l7", "minilm-l7", False)
+
+
 def test_list_builtins_reports_installation():
     rows = {r["name"]: r for r in list_builtins()}
     assert set(rows) == set(BUILTINS) and rows["minilm-l6"]["installed"]

@@ -19,10 +19,12 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def _store(path: Optional[Path]):
+def _store(path: Optional[Path], *, create: bool = False):
+    """Only commands that store something create a store; the others refuse a path without one,
+    so a mistyped --store is reported instead of becoming a new, empty store."""
     from store import Store
 
-    return Store(path)
+    return Store(path, create=create)
 
 
 def _console():
@@ -190,23 +192,34 @@ def import_cmd(
     allow_pickle: bool = typer.Option(False, "--allow-pickle",
                                       help="Convert adapter_model.bin to safetensors (loads it "
                                       "with torch, weights only)."),
+    new_version: bool = typer.Option(False, "--new-version",
+                                     help="Store it as a new version even if a version of this "
+                                     "name already holds the same content."),
     as_json: bool = JsonOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Import a PEFT adapter directory made elsewhere."""
-    from store import PickleRefused
+    from store import AlreadyStored, PickleRefused
 
-    s = _store(store)
+    s = _store(store, create=True)
+    existing = False
     try:
-        v = s.import_dir(src, name)
-    except PickleRefused:
-        if not allow_pickle:
-            raise
-        with tempfile.TemporaryDirectory(prefix="adapters-import-") as tmp:
-            converted = convert_pickled(Path(src), Path(tmp) / "adapter")
-            v = s.import_dir(converted, name)
+        try:
+            v = s.import_dir(src, name, new_version=new_version)
+        except PickleRefused:
+            if not allow_pickle:
+                raise
+            with tempfile.TemporaryDirectory(prefix="adapters-import-") as tmp:
+                converted = convert_pickled(Path(src), Path(tmp) / "adapter")
+                v = s.import_dir(converted, name, new_version=new_version)
+    except AlreadyStored as exc:  # like a download into a cache: the copy already there
+        v, existing = exc.version, True
     if as_json:
-        _print_json(v.to_dict())
+        _print_json({**v.to_dict(), "already_stored": existing})
+        return
+    if existing:
+        _console().print(f"{src} is already stored as {v.ref} ({v.digest[:19]}); nothing "
+                         f"imported (--new-version stores it again as a new version)")
         return
     _console().print(f"imported {src} as {v.ref} ({v.digest[:19]}, {_size(v.size_bytes)})")
 
@@ -269,7 +282,7 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
         return _export_merged(ref, dest, store)
     s = _store(store)
     v = s.resolve(ref)
-    config = json.loads((v.path / "adapter_config.json").read_text())
+    config = _stored_config(s, v) if fmt == "vllm" else {}
     if fmt == "vllm" and str(config.get("peft_type", "")).upper() != "LORA":
         raise StoreError(f"{v.ref} is a {config.get('peft_type') or v.method} adapter; vLLM "
                          "serves LoRA adapters only", hint="use --format peft for other methods")
@@ -292,11 +305,27 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
                    f"{shlex.quote(module)}{extra}")
 
 
+def _stored_config(s, v) -> dict:
+    """adapter_config.json of a version, read from its checked blob."""
+    from store import IntegrityError
+
+    try:
+        config = json.loads(s.open_file(v.ref, "adapter_config.json"))
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise IntegrityError(f"{v.ref}: adapter_config.json is not a JSON object",
+                             hint=f"re-import the adapter from its source, or "
+                             f"`adapters rm {v.ref}`")
+    return config
+
+
 def _export_merged(ref: str, dest: Path, store: Optional[Path]) -> None:
     from rich.console import Console
 
     from adapters.merged_export import export_merged
 
+    _store(store).close()  # a missing store is reported, not created
     console = Console(highlight=False, soft_wrap=True)  # paths and notes stay whole lines
     with console.status(f"merging {ref} into its base"):
         result = export_merged(ref, dest, store_root=store)

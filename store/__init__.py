@@ -9,6 +9,7 @@
 from store.core import Store, default_root
 from store.errors import (
     AliasInUse,
+    AlreadyStored,
     AmbiguousRef,
     DestinationExists,
     IntegrityError,
@@ -19,6 +20,7 @@ from store.errors import (
     RefNotFound,
     StoreError,
     StoreLocked,
+    StoreNotFound,
     StoreVersionError,
 )
 from store.model import GcPlan, Problem, Version
@@ -26,6 +28,7 @@ from store.refs import ParsedRef, check_alias, check_name, parse_ref
 
 __all__ = [
     "AliasInUse",
+    "AlreadyStored",
     "AmbiguousRef",
     "DestinationExists",
     "GcPlan",
@@ -40,6 +43,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreLocked",
+    "StoreNotFound",
     "StoreVersionError",
     "Version",
     "check_alias",

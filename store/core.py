@@ -5,8 +5,14 @@ Concurrency model: one lock file (``<root>/.lock``) serialises every change to t
 outside it, in a staging dir ``tmp/w-<pid>-<id>/`` private to this process and marked alive by a
 lock of its own. A dead writer's staging dir (its lock is free) is swept on the next open, together
 with any ``versions/<name>/<n>`` dir that has no committed row (a writer killed between moving its
-dir in and committing). Readers never take the lock: SQLite WAL gives them a consistent snapshot,
-and a version's row is committed only after its directory is in place.
+dir in and committing). A put also holds ``<root>/.puts.lock`` shared from its first blob to its
+commit, and gc holds it exclusively, so gc never deletes a blob an in-flight put relies on.
+
+Readers never take a lock on their fast path: SQLite WAL gives them a consistent snapshot, a
+version's row is committed only after its directory is in place, and stored files are immutable.
+When a reader finds something wrong (a file missing, a directory no row owns), it looks again
+under the store lock, where no writer is half-way, before it reports anything: a version removed
+meanwhile is "not found", never "corrupt".
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from store import files as fs
-from store.errors import AliasInUse, InvalidMetadata, RefNotFound, StoreError, StoreLocked
-from store.locks import LockTimeout, OwnerLock, ProcessLock
+from store.errors import (
+    AliasInUse,
+    AlreadyStored,
+    InvalidMetadata,
+    RefNotFound,
+    StoreError,
+    StoreLocked,
+    StoreNotFound,
+)
+from store.locks import LockTimeout, OwnerLock, ProcessLock, SharedLock
 from store.maintenance import Maintenance
 from store.model import Version
 from store.queries import alias_hint, load_versions, prefixed, resolve_row
@@ -65,11 +79,19 @@ class Store(Maintenance):
     """A versioned, content-addressed adapter store rooted at ``root``."""
 
     def __init__(self, root: str | os.PathLike | None = None, *, lock_timeout: float = 120.0,
-                 durable: bool = True):
+                 durable: bool = True, create: bool = True):
+        """Open the store at ``root``; ``create=False`` (what read-only commands use) refuses a
+        path that holds no store instead of making one there."""
         self.root = Path(root).expanduser() if root is not None else default_root()
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store path {self.root} exists and is not a directory",
                              hint="pass --store with a directory, or set $ADAPTERS_HOME")
+        if not create and not (self.root / "store.db").is_file():
+            raise StoreNotFound(
+                f"no adapter store at {self.root}" + (
+                    " (the directory exists but holds no store.db)" if self.root.exists() else ""),
+                hint="check the path given to --store or $ADAPTERS_HOME; a store is made by the "
+                "first `adapters import` or `adapters train` into it")
         self.blobs = self.root / "blobs" / "sha256"
         self.versions_dir = self.root / "versions"
         self.tmp = self.root / "tmp"
@@ -82,6 +104,8 @@ class Store(Maintenance):
         self.durable = durable
         self._lock_timeout = lock_timeout
         self._lock = ProcessLock(self.root / ".lock", timeout=lock_timeout)
+        self._puts = SharedLock(self.root / ".puts.lock", self.root / ".gc-gate.lock",
+                                timeout=lock_timeout)
         self._mutex = threading.RLock()
         self._stage_mutex = threading.Lock()
         self._stage: tuple | None = None  # (pid, staging dir, OwnerLock), made on first write
@@ -125,6 +149,34 @@ class Store(Maintenance):
             yield
         finally:
             self._lock.release()
+
+    def _timeout(self, path: Path) -> StoreLocked:
+        return StoreLocked(f"another process has held the store lock {path} for over "
+                           f"{self._lock_timeout:.0f} s", hint="wait for it to finish, then retry")
+
+    @contextmanager
+    def _putting(self) -> Iterator[None]:
+        """Held by a put from its first blob to its commit (shared with other puts)."""
+        try:
+            self._puts.acquire_shared()
+        except LockTimeout:
+            raise self._timeout(self._puts.path) from None
+        try:
+            yield
+        finally:
+            self._puts.release_shared()
+
+    @contextmanager
+    def _no_puts(self) -> Iterator[None]:
+        """Held by gc: no put is between its first blob and its commit meanwhile."""
+        try:
+            token = self._puts.acquire_exclusive()
+        except LockTimeout:
+            raise self._timeout(self._puts.path) from None
+        try:
+            yield
+        finally:
+            self._puts.release_exclusive(token)
 
     @contextmanager
     def _write(self, undo: list | None = None) -> Iterator[sqlite3.Connection]:
@@ -185,9 +237,12 @@ class Store(Maintenance):
                          run_id=run_id)
 
     def import_dir(self, src: str | os.PathLike, name: str, *,
-                   lineage: dict | None = None) -> Version:
+                   lineage: dict | None = None, new_version: bool = False) -> Version:
         """Import a PEFT directory made elsewhere; base, method and task come from its
-        adapter_config.json, lineage/metrics/parent from a store manifest.json if it has one."""
+        adapter_config.json, lineage/metrics/parent from a store manifest.json if it has one.
+
+        Content that is already a version of ``name`` is not stored twice: AlreadyStored names
+        that version (its ``version``), unless ``new_version`` asks for another one."""
         check_name(name)
         entries, config, manifest = fs.scan_source(Path(src))
         manifest = manifest or {}
@@ -196,32 +251,54 @@ class Store(Maintenance):
         metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else None
         return self._put(entries, config, name, lineage=lineage, metrics=metrics,
                          parent=manifest.get("parent"), run_id=manifest.get("run_id"),
-                         parent_digest=manifest.get("parent_digest"))
+                         parent_digest=manifest.get("parent_digest"), dedupe=not new_version)
 
     def _put(self, entries: list[tuple[str, Path]], config: dict, name: str, *,
              lineage: dict | None, metrics: dict | None, parent: str | None,
-             run_id: str | None, parent_digest: str | None = None) -> Version:
+             run_id: str | None, parent_digest: str | None = None,
+             dedupe: bool = False) -> Version:
         lineage = fs.complete_lineage(lineage, config)
         lineage_json, metrics_json = _json(lineage, "lineage"), _json(metrics, "metrics")
         parent_ref, parent_digest = self._parent(parent, parent_digest)
+        with self._putting():
+            return self._put_held(entries, name, lineage, metrics, lineage_json, metrics_json,
+                                  parent_ref, parent_digest, run_id, dedupe)
+
+    def _put_held(self, entries: list[tuple[str, Path]], name: str, lineage: dict,
+                  metrics: dict | None, lineage_json: str, metrics_json: str,
+                  parent_ref: str | None, parent_digest: str | None, run_id: str | None,
+                  dedupe: bool) -> Version:
         staging = self._staging()
         vdir = staging / f"v-{uuid.uuid4().hex}"
         try:
             files: dict[str, dict[str, Any]] = {}
             for rel, path in entries:
-                sha, size = fs.ingest(path, self.blobs, staging, durable=self.durable)
+                for attempt in range(5):
+                    sha, size = fs.ingest(path, self.blobs, staging, durable=self.durable)
+                    try:
+                        fs.link_or_copy(fs.blob_path(self.blobs, sha), vdir / rel)
+                        break
+                    except FileNotFoundError:  # a gc that ignores .puts.lock took the blob
+                        if attempt == 4:
+                            raise
                 files[rel] = {"sha256": sha, "size": size}
-                try:
-                    fs.link_or_copy(fs.blob_path(self.blobs, sha), vdir / rel)
-                except FileNotFoundError:  # a concurrent gc took the blob: write it again
-                    fs.ingest(path, self.blobs, staging, durable=self.durable)
-                    fs.link_or_copy(fs.blob_path(self.blobs, sha), vdir / rel)
             digest = fs.content_digest(files)
             size_bytes = sum(f["size"] for f in files.values())
             created = _now()
             undo: list = []
             with self._write(undo) as db:
-                # gc may have removed a blob between ingest and now: put it back from our link
+                if dedupe:
+                    same = db.execute(f"SELECT {prefixed('v')} FROM versions v WHERE v.name = ?"
+                                      " AND v.digest = ? ORDER BY v.number DESC LIMIT 1",
+                                      (name, digest)).fetchone()
+                    if same is not None:
+                        old = load_versions(db, [same], self.versions_dir)[0]
+                        raise AlreadyStored(
+                            f"this content is already stored as {old.ref} ({old.short_digest}); "
+                            "nothing imported",
+                            hint=f"use {old.ref}, or pass --new-version (new_version=True) to "
+                            "store it again as a new version", version=old)
+                # blobs that a gc ignoring .puts.lock removed since: put them back from our links
                 for rel, info in files.items():
                     blob = fs.blob_path(self.blobs, info["sha256"])
                     if not blob.exists():

@@ -74,3 +74,18 @@ class InvalidMetadata(StoreError, TypeError):
 
 class DestinationExists(StoreError, FileExistsError):
     """An export destination that exists and is not empty."""
+
+
+class StoreNotFound(StoreError, FileNotFoundError):
+    """A store opened for reading where there is none (a mistyped ``--store``)."""
+
+
+class AlreadyStored(StoreError, FileExistsError):
+    """An import whose content is already a version of that name; ``version`` is that version."""
+
+    def __init__(self, message: str, hint: str | None = None, version=None):
+        super().__init__(message, hint)
+        self.version = version
+
+    def __reduce__(self):
+        return (self.__class__, (self.message, self.hint, self.version))

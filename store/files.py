@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import errno
 import shutil
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -69,6 +71,85 @@ def blob_path(blobs: Path, sha: str) -> Path:
     return blobs / sha[:2] / sha
 
 
+class NotAStoredFile(OSError):
+    """A path inside the store that is a symlink, or not a regular file, where the store keeps
+    only regular files it wrote itself."""
+
+
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
+
+
+def open_inside(base: Path, parts: list[str] | tuple[str, ...]) -> int:
+    """Open ``base/parts[0]/.../parts[-1]`` for reading without following a symlink at any step
+    below ``base`` (``O_NOFOLLOW`` on each component, resolved relative to its parent). Raises
+    FileNotFoundError when a component is missing, NotAStoredFile when one is a symlink or the
+    last is not a regular file."""
+    display = str(Path(base, *parts))
+    if not _DIR_FD:  # pragma: no cover - Windows: check each step, then open
+        path = Path(base)
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise NotAStoredFile(errno.ELOOP, "is a symbolic link", display)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    else:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i, part in enumerate(parts):
+                if part in ("", ".", "..") or "/" in part:
+                    raise NotAStoredFile(errno.EINVAL, "is not a plain relative path", display)
+                last = i == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY)
+                try:
+                    nfd = os.open(part, flags, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise NotAStoredFile(exc.errno, "is a symbolic link", display) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotAStoredFile(errno.EINVAL, "is not a regular file", display)
+    return fd
+
+
+def hash_inside(base: Path, parts: list[str] | tuple[str, ...]) -> tuple[str, os.stat_result]:
+    """(sha256 hex, stat) of a file inside the store, opened with ``open_inside``."""
+    fd = open_inside(base, parts)
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest(), st
+
+
+class Mismatch(ValueError):
+    """Bytes that do not hash to the sha256 they are stored under."""
+
+
+def copy_checked(blobs: Path, sha: str, dest: Path, *, durable: bool = False) -> os.stat_result:
+    """Copy the blob ``sha`` to the new file ``dest`` while hashing it; Mismatch when its bytes no
+    longer hash to its name. Returns the blob's stat."""
+    fd = open_inside(blobs, (sha[:2], sha))
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f, open(dest, "xb") as out:
+        st = os.fstat(f.fileno())
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    if h.hexdigest() != sha:
+        raise Mismatch(f"blob {sha[:16]}… does not match its sha256")
+    return st
+
+
 def ingest(src: Path, blobs: Path, staging: Path, *, durable: bool = True) -> tuple[str, int]:
     """Stream ``src`` into a temp file in ``staging`` while hashing; unless a blob with that hash is
     already there, fsync it and move it into ``blobs``. Returns (sha256 hex, size)."""
@@ -91,8 +172,14 @@ def ingest(src: Path, blobs: Path, staging: Path, *, durable: bool = True) -> tu
             os.unlink(tmp_name)
         else:
             os.chmod(tmp_name, 0o444)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, dest)
+            for attempt in range(5):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(tmp_name, dest)
+                    break
+                except FileNotFoundError:  # a gc removed the shard as empty: make it again
+                    if attempt == 4 or not os.path.exists(tmp_name):
+                        raise
             if durable:
                 fsync_dir(dest.parent)
         return sha, size

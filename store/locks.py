@@ -146,3 +146,107 @@ class OwnerLock:
         elif self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+class SharedLock:
+    """Held shared by any number of holders, or exclusively by one: in-flight puts hold it shared
+    from their first blob to their commit, gc holds it exclusively, so gc never deletes a blob that
+    a put has written or reused but not yet recorded.
+
+    Two flocks: the lock itself (``LOCK_SH`` / ``LOCK_EX``) and a gate in front of it. The
+    exclusive holder closes the gate before it waits, so a steady stream of overlapping puts cannot
+    starve gc; a put passes the gate (shared, for an instant) before it takes the lock. The threads
+    of one process share one shared hold. Where fcntl is missing (Windows) both are no-ops, and a
+    put re-creates the blobs a concurrent gc took.
+    """
+
+    def __init__(self, path: str | os.PathLike, gate: str | os.PathLike, timeout: float = -1):
+        self.path, self.gate = Path(path), Path(gate)
+        self.timeout = timeout
+        self._count = 0
+        self._mutex = threading.Lock()  # guards _count and the shared fd
+        self._shared_fd: int | None = None
+        self._pid = os.getpid()
+        self._exclusive = threading.Lock()  # one exclusive holder per instance
+
+    def _open(self, path: Path) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @staticmethod
+    def _wait(fd: int, mode: int, deadline: float | None, path: Path) -> None:
+        delay = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (11, 13):
+                    raise
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockTimeout(str(path))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout < 0 else time.monotonic() + self.timeout
+
+    def acquire_shared(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        with self._mutex:
+            if self._pid != os.getpid():  # after a fork the parent's hold is not ours
+                self._count, self._shared_fd, self._pid = 0, None, os.getpid()
+            if self._count == 0:
+                deadline = self._deadline()
+                gate = self._open(self.gate)
+                try:
+                    self._wait(gate, fcntl.LOCK_SH, deadline, self.gate)
+                    fd = self._open(self.path)
+                    try:
+                        self._wait(fd, fcntl.LOCK_SH, deadline, self.path)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                finally:
+                    os.close(gate)  # closing drops the gate's flock
+                self._shared_fd = fd
+            self._count += 1
+
+    def release_shared(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        with self._mutex:
+            self._count -= 1
+            if self._count == 0 and self._shared_fd is not None:
+                os.close(self._shared_fd)
+                self._shared_fd = None
+
+    def acquire_exclusive(self) -> tuple[int, int] | None:
+        """Returns a token for ``release_exclusive``."""
+        if fcntl is None:  # pragma: no cover
+            return None
+        deadline = self._deadline()
+        if not self._exclusive.acquire(timeout=-1 if deadline is None else max(self.timeout, 0)):
+            raise LockTimeout(str(self.path))
+        gate = fd = None
+        try:
+            gate = self._open(self.gate)
+            self._wait(gate, fcntl.LOCK_EX, deadline, self.gate)
+            fd = self._open(self.path)
+            self._wait(fd, fcntl.LOCK_EX, deadline, self.path)
+        except BaseException:
+            for f in (fd, gate):
+                if f is not None:
+                    os.close(f)
+            self._exclusive.release()
+            raise
+        return gate, fd
+
+    def release_exclusive(self, token: tuple[int, int] | None) -> None:
+        if token is None:  # pragma: no cover
+            return
+        for f in reversed(token):
+            os.close(f)
+        self._exclusive.release()

@@ -3,10 +3,12 @@ verify, gc, diff."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,85 +60,262 @@ class Maintenance:
     # ------------------------------------------------------------------ export and checks
 
     def export(self, ref: str, dest: str | os.PathLike) -> Path:
-        """Copy the version's directory (PEFT files + manifest.json) to ``dest``, writable."""
+        """Copy the version (PEFT files + manifest.json) to ``dest``, a new or empty directory,
+        as plain writable files.
+
+        The files come from the content-addressed blobs, each re-hashed while it is copied, and
+        no symlink inside the store is followed. They are written into a staging dir next to
+        ``dest`` that is renamed into place once complete, so ``dest`` never holds part of an
+        export. A damaged version raises IntegrityError and one removed meanwhile RefNotFound;
+        either way nothing is left at ``dest``."""
         version = self.resolve(ref)
         dest = Path(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise DestinationExists(f"{dest} exists and is not an empty directory",
-                                    hint="pick a new path or empty it first")
-        dest.mkdir(parents=True, exist_ok=True)
-        for rel in [*version.files, fs.MANIFEST]:
-            src = version.path / rel
-            if not src.exists() and rel == fs.MANIFEST:
-                continue
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out)
+        _check_destination(dest)
+        made = _make_parents(dest.parent)
+        staging = dest.parent / f".{dest.name}.export-{uuid.uuid4().hex[:12]}"
+        try:
+            try:
+                self._copy_out(version, staging)
+            except (OSError, fs.Mismatch, IntegrityError) as first:
+                if isinstance(first, OSError) and not isinstance(
+                        first, (FileNotFoundError, fs.NotAStoredFile)):
+                    raise  # the destination's filesystem (full, read-only): not the store's
+                shutil.rmtree(staging, ignore_errors=True)
+                with self._locked():  # no writer is half-way now: look again
+                    version = self._still_there(version, "exported")
+                    self._copy_out(version, staging, strict=True)
+            try:
+                os.rename(staging, dest)  # replaces an empty dir; refuses a non-empty one
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise DestinationExists(f"{dest} exists and is not an empty directory",
+                                            hint="pick a new path or empty it first") from None
+                raise
+            if self.durable:
+                fs.fsync_dir(dest.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            for d in reversed(made):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            raise
         return dest
 
-    def check(self, ref: str | Version) -> Version:
-        """Re-hash one version's files; raise IntegrityError naming the first bad file."""
-        version = ref if isinstance(ref, Version) else self.resolve(ref)
+    def _copy_out(self, version: Version, staging: Path, *, strict: bool = False) -> None:
+        """Write the version's files into the new dir ``staging``. Lenient (the default): raise
+        the first OSError / Mismatch as found; strict: raise IntegrityError saying what is wrong."""
+        os.mkdir(staging)
+        what = ""
+        try:
+            for rel, info in sorted(version.files.items()):
+                out = staging / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                what = f"the blob of {rel}"
+                blob_stat = fs.copy_checked(self.blobs, info["sha256"], out,
+                                            durable=self.durable)
+                what = rel
+                self._check_stored(version, rel, info, blob_stat)
+            what = fs.MANIFEST
+            manifest = self._read_manifest(version)
+            (staging / fs.MANIFEST).write_bytes(manifest)
+        except fs.Mismatch:
+            if not strict:
+                raise
+            raise IntegrityError(f"{version.ref}: {what} does not match its recorded sha256 "
+                                 "(corrupted)", hint=_repair_hint(version)) from None
+        except FileNotFoundError:
+            if not strict:
+                raise
+            raise IntegrityError(f"{version.ref}: {what} is missing",
+                                 hint=_repair_hint(version)) from None
+        except fs.NotAStoredFile:
+            if not strict:
+                raise
+            raise IntegrityError(f"{version.ref}: {what} is a symbolic link or not a regular "
+                                 "file, not the file the store wrote", hint=_repair_hint(version)
+                                 ) from None
+
+    def _check_stored(self, version: Version, rel: str, info: dict, blob_stat) -> None:
+        """The version dir's copy of ``rel`` is a regular file (no symlink) with the recorded
+        hash; a hard link of the blob just hashed needs no second read."""
+        parts = self._version_parts(version, rel)
+        fd = fs.open_inside(self.versions_dir, parts)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if (st.st_dev, st.st_ino) == (blob_stat.st_dev, blob_stat.st_ino):
+            return
+        if fs.hash_inside(self.versions_dir, parts)[0] != info["sha256"]:
+            raise fs.Mismatch(f"{version.ref}: {rel}")
+
+    def _read_manifest(self, version: Version) -> bytes:
+        """The version's manifest.json bytes, checked against the index; IntegrityError if not."""
+        try:
+            fd = fs.open_inside(self.versions_dir, self._version_parts(version, fs.MANIFEST))
+            with os.fdopen(fd, "rb") as f:
+                raw = f.read()
+            manifest = json.loads(raw)
+        except FileNotFoundError:
+            raise  # a removed version or a damaged one: the caller looks again under the lock
+        except (OSError, ValueError):
+            manifest = None
+        if not (isinstance(manifest, dict) and manifest.get("digest") == version.digest
+                and manifest.get("files") == version.files):
+            raise IntegrityError(f"{version.ref}: manifest.json is damaged or does not match "
+                                 "the index", hint=_repair_hint(version))
+        return raw
+
+    def _version_parts(self, version: Version, rel: str) -> list[str]:
+        return [version.name, str(version.number), *rel.split("/")]
+
+    def _still_there(self, version: Version, doing: str) -> Version:
+        """``version`` as the index has it now; RefNotFound if it was removed meanwhile."""
+        from store.queries import load_versions, prefixed
+
+        with self._read() as db:
+            row = db.execute(f"SELECT {prefixed('v')} FROM versions v WHERE v.name = ? AND"
+                             " v.number = ? AND v.digest = ?",
+                             (version.name, version.number, version.digest)).fetchone()
+            if row is not None:
+                return load_versions(db, [row], self.versions_dir)[0]
+        raise RefNotFound(f"{version.ref} was removed while it was being {doing}",
+                          hint="nothing was written; see `adapters list` for what is stored")
+
+    def _file_problem(self, version: Version) -> str | None:
+        """What is wrong with the first bad file of the version dir, or None."""
         for rel, info in sorted(version.files.items()):
-            path = version.path / rel
             try:
-                sha, _size = fs.sha256_file(path)
+                sha, _st = fs.hash_inside(self.versions_dir, self._version_parts(version, rel))
             except FileNotFoundError:
-                raise IntegrityError(f"{version.ref}: {path} is missing",
-                                     hint=_repair_hint(version)) from None
+                return f"{version.ref}: {version.path / rel} is missing"
+            except fs.NotAStoredFile:
+                return (f"{version.ref}: {version.path / rel} is a symbolic link or not a "
+                        "regular file, not the file the store wrote")
             if sha != info["sha256"]:
-                raise IntegrityError(
-                    f"{version.ref}: {path} does not match its recorded sha256 (corrupted)",
-                    hint=_repair_hint(version))
+                return (f"{version.ref}: {version.path / rel} does not match its recorded sha256 "
+                        "(corrupted)")
+        return None
+
+    def check(self, ref: str | Version) -> Version:
+        """Re-hash one version's files; raise IntegrityError naming the first bad file, or
+        RefNotFound when the version is removed while it is checked."""
+        version = ref if isinstance(ref, Version) else self.resolve(ref)
+        if self._file_problem(version) is None:
+            return version
+        with self._locked():  # no writer is half-way now: look again
+            version = self._still_there(version, "checked")
+            problem = self._file_problem(version)
+        if problem is not None:
+            raise IntegrityError(problem, hint=_repair_hint(version))
         return version
 
     def open_file(self, ref: str, relpath: str) -> bytes:
-        """The bytes of one file of a version, checked against its recorded sha256."""
+        """The bytes of one file of a version, read from its blob and checked against its
+        recorded sha256."""
         version = self.resolve(ref)
         info = version.files.get(relpath)
         if info is None:
             raise RefNotFound(f"{version.ref} has no file {relpath!r}",
                               hint=f"its files: {', '.join(sorted(version.files))}")
-        path = version.path / relpath
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise IntegrityError(f"{version.ref}: {path} is missing",
-                                 hint=_repair_hint(version)) from None
+        for attempt in (1, 2):
+            try:
+                data = self._read_blob(version, relpath, info)
+                break
+            except (FileNotFoundError, fs.NotAStoredFile, fs.Mismatch) as exc:
+                if attempt == 1:
+                    with self._locked():
+                        version = self._still_there(version, "read")
+                    continue
+                if isinstance(exc, FileNotFoundError):
+                    msg = f"{version.ref}: {relpath} is missing"
+                elif isinstance(exc, fs.NotAStoredFile):
+                    msg = f"{version.ref}: {relpath} is a symbolic link, not the stored file"
+                else:
+                    msg = f"{version.ref}: {relpath} does not match its recorded sha256"
+                raise IntegrityError(msg, hint=_repair_hint(version)) from None
+        return data
+
+    def _read_blob(self, version: Version, rel: str, info: dict) -> bytes:
+        fd = fs.open_inside(self.blobs, (info["sha256"][:2], info["sha256"]))
+        with os.fdopen(fd, "rb") as f:
+            blob_stat = os.fstat(f.fileno())
+            data = f.read()
         if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            raise IntegrityError(f"{version.ref}: {path} does not match its recorded sha256",
-                                 hint=_repair_hint(version))
+            raise fs.Mismatch(rel)
+        self._check_stored(version, rel, info, blob_stat)
         return data
 
     # ------------------------------------------------------------------ verify
 
     def verify(self, ref: str | None = None) -> list[Problem]:
         """Re-hash stored files. With ``ref``, that version only; without, every version, every
-        blob, and version dirs that no index row owns. Returns the problems found (empty: clean)."""
-        versions = [self.resolve(ref)] if ref is not None else self.list()
-        problems: list[Problem] = []
-        cache: dict[tuple, str] = {}
+        blob, and version dirs that no index row owns. Returns the problems found (empty: clean).
 
-        def hash_of(path: Path) -> str:
-            st = path.stat()
+        Writers may run meanwhile: what looks wrong on the first pass is looked at again under
+        the store lock, and only what is still wrong there (of versions that still exist) is
+        reported."""
+        versions = [self.resolve(ref)] if ref is not None else self.list()
+        cache: dict[tuple, str] = {}
+        problems = self._verify_pass(versions, ref is None, cache)
+        if not problems and ref is not None:
+            return problems
+        with self._locked():
+            if problems:
+                again = []
+                for v in versions:
+                    try:
+                        again.append(self._still_there(v, "verified"))
+                    except RefNotFound:
+                        if ref is not None:
+                            raise
+                cache.clear()
+                problems = self._verify_pass(again, ref is None, cache)
+            if ref is None:
+                problems.extend(Problem(p, "stray", f"{p} is not a committed version (crash "
+                                        "debris); `adapters gc` removes it")
+                                for p in self._stray_dirs())
+        return problems
+
+    def _verify_pass(self, versions: list[Version], all_blobs: bool,
+                     cache: dict[tuple, str]) -> list[Problem]:
+        problems: list[Problem] = []
+
+        def hash_of(base: Path, parts: list[str] | tuple[str, ...]) -> str:
+            fd = fs.open_inside(base, parts)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if key not in cache:
-                cache[key] = fs.sha256_file(path)[0]
+                cache[key] = fs.hash_inside(base, parts)[0]
             return cache[key]
 
         blob_users: dict[str, list[str]] = {}
         for v in versions:
             for rel, info in v.files.items():
                 blob_users.setdefault(info["sha256"], []).append(f"{v.ref}:{rel}")
-        if ref is None:
+        if all_blobs:
             for blob in sorted(self.blobs.glob("*/*")):
-                sha = hash_of(blob)
+                try:
+                    sha = hash_of(self.blobs, (blob.parent.name, blob.name))
+                except FileNotFoundError:
+                    continue  # removed by gc meanwhile: unused, so no problem
+                except fs.NotAStoredFile:
+                    sha = None
                 if sha != blob.name:
                     users = ", ".join(blob_users.get(blob.name, [])[:5]) or "no version"
                     problems.append(Problem(blob, "corrupt",
                                             f"blob {blob.name[:16]}… is corrupted: its content no "
                                             f"longer matches its name (used by {users})"))
         for v in versions:
+            if v.path.is_symlink():
+                problems.append(Problem(v.path, "corrupt", f"{v.ref}: its directory {v.path} is "
+                                        "a symbolic link, not the directory the store wrote"))
+                continue
             if not v.path.is_dir():
                 problems.append(Problem(v.path, "missing",
                                         f"{v.ref}: its directory {v.path} is missing"))
@@ -144,33 +323,45 @@ class Maintenance:
             for rel, info in sorted(v.files.items()):
                 path = v.path / rel
                 try:
-                    sha = hash_of(path)
+                    sha = hash_of(self.versions_dir, self._version_parts(v, rel))
                 except FileNotFoundError:
                     problems.append(Problem(path, "missing", f"{v.ref}: {rel} is missing"))
+                except fs.NotAStoredFile:
+                    problems.append(Problem(path, "corrupt",
+                                            f"{v.ref}: {rel} is a symbolic link or not a regular "
+                                            "file, not the file the store wrote"))
                 else:
                     if sha != info["sha256"]:
                         problems.append(Problem(path, "corrupt",
                                                 f"{v.ref}: {rel} is corrupted (sha256 "
                                                 f"{sha[:12]}…, expected {info['sha256'][:12]}…)"))
                 blob = fs.blob_path(self.blobs, info["sha256"])
-                if not blob.exists():
+                try:
+                    blob_sha = hash_of(self.blobs, (blob.parent.name, blob.name))
+                except FileNotFoundError:
                     problems.append(Problem(blob, "missing",
                                             f"{v.ref}: the blob of {rel} is missing from blobs/"))
-                elif ref is not None and hash_of(blob) != info["sha256"]:
+                except fs.NotAStoredFile:
                     problems.append(Problem(blob, "corrupt",
-                                            f"{v.ref}: the blob of {rel} is corrupted"))
+                                            f"{v.ref}: the blob of {rel} is not a regular file"))
+                else:
+                    if not all_blobs and blob_sha != info["sha256"]:
+                        problems.append(Problem(blob, "corrupt",
+                                                f"{v.ref}: the blob of {rel} is corrupted"))
             problems.extend(self._check_manifest(v))
-        if ref is None:
-            problems.extend(Problem(p, "stray", f"{p} is not a committed version (crash debris); "
-                                    "`adapters gc` removes it") for p in self._stray_dirs())
         return problems
 
     def _check_manifest(self, v: Version) -> list[Problem]:
         path = v.path / fs.MANIFEST
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            fd = fs.open_inside(self.versions_dir, self._version_parts(v, fs.MANIFEST))
+            with os.fdopen(fd, "rb") as f:
+                manifest = json.loads(f.read())
         except FileNotFoundError:
             return [Problem(path, "manifest", f"{v.ref}: manifest.json is missing")]
+        except fs.NotAStoredFile:
+            return [Problem(path, "manifest", f"{v.ref}: manifest.json is a symbolic link or "
+                            "not a regular file")]
         except ValueError:
             return [Problem(path, "manifest", f"{v.ref}: manifest.json is not valid JSON")]
         if not isinstance(manifest, dict) or manifest.get("digest") != v.digest:
@@ -179,11 +370,13 @@ class Maintenance:
         return []
 
     def _stray_dirs(self) -> list[Path]:
+        """Entries of versions/ that no committed row owns. Exact only under the store lock:
+        outside it, a put may be between moving its dir in and committing its row."""
         with self._read() as db:
             owned = {(n, str(k)) for n, k in db.execute("SELECT name, number FROM versions")}
         stray = []
         for name_dir in sorted(self.versions_dir.iterdir()):
-            if not name_dir.is_dir():
+            if not name_dir.is_dir() or name_dir.is_symlink():
                 stray.append(name_dir)
                 continue
             for vdir in sorted(name_dir.iterdir()):
@@ -198,7 +391,7 @@ class Maintenance:
         row. ``dry_run`` (the default) only reports; otherwise they are deleted."""
         kinds: dict[str, str] = {}
         sizes: dict[str, int] = {}
-        with self._locked():
+        with self._no_puts(), self._locked():  # no put holds blobs it has not recorded yet
             for p in self._sweep_tmp(dry_run=True):
                 kinds[str(p)], sizes[str(p)] = "tmp", fs.dir_size(p)
             for p in self._stray_dirs():
@@ -272,6 +465,23 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[full] = value
     return out
+
+
+def _check_destination(dest: Path) -> None:
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise DestinationExists(f"{dest} exists and is not an empty directory",
+                                hint="pick a new path or empty it first")
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` and its missing ancestors; return the ones created, outermost first."""
+    missing = []
+    for p in (parent, *parent.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    parent.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
 
 
 def _repair_hint(version: Version) -> str:

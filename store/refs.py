@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from store.errors import InvalidName
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-HEX_RE = re.compile(r"^[0-9a-f]{8,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch: "$" allows a "\n"
+HEX_RE = re.compile(r"[0-9a-f]{8,64}")
+NUMBER_RE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts "²" and "٣"
+MAX_NUMBER = 2**63 - 1  # SQLite's INTEGER
 LATEST = "latest"
 DIGEST_PREFIX = "sha256:"
 MIN_PREFIX = 8
@@ -34,7 +36,7 @@ class ParsedRef:
 
 def check_name(name: str, what: str = "name") -> str:
     """Return ``name`` if it is a valid adapter name, else raise InvalidName."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidName(
             f"invalid {what} {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit, without '..'",
@@ -69,7 +71,7 @@ def parse_ref(ref: str) -> ParsedRef:
     text = ref.strip()
     if text.lower().startswith(DIGEST_PREFIX):
         prefix = text[len(DIGEST_PREFIX):].lower()
-        if not HEX_RE.match(prefix):
+        if not HEX_RE.fullmatch(prefix):
             raise InvalidName(
                 f"invalid content id {ref!r}: after 'sha256:' give {MIN_PREFIX} to 64 hex digits",
                 hint="copy the digest from `adapters list` or `adapters show NAME`",
@@ -79,9 +81,15 @@ def parse_ref(ref: str) -> ParsedRef:
     check_name(name)
     if not sep:
         return ParsedRef(text=text, name=name, alias=LATEST)
-    if tail.isdigit():
-        return ParsedRef(text=text, name=name, number=int(tail))
-    if not tail or not NAME_RE.match(tail) or ".." in tail:
+    if NUMBER_RE.fullmatch(tail):
+        number = int(tail) if len(tail) <= 30 else MAX_NUMBER + 1
+        if number > MAX_NUMBER:
+            raise InvalidName(
+                f"invalid ref {ref!r}: version number {tail[:30]}{'…' if len(tail) > 30 else ''} "
+                f"is out of range (version numbers go up to {MAX_NUMBER})",
+                hint=f"see `adapters list --name {name}` for its versions, or use {name}@latest")
+        return ParsedRef(text=text, name=name, number=number)
+    if not tail or not NAME_RE.fullmatch(tail) or ".." in tail:
         raise InvalidName(
             f"invalid ref {ref!r}: after '@' give a version number or an alias",
             hint=f"for example {name}@3, {name}@prod or {name}@latest",

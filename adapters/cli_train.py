@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -12,22 +13,39 @@ from rich.console import Console
 from adapters.errors import UsageError
 
 console = Console(highlight=False)
+# trainer.new_run_id: a UTC timestamp, the adapter name (which may contain dashes), 6 hex digits.
+RUN_ID = re.compile(r"\d{8}-\d{6}-(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)-[0-9a-f]{6}")
 
 SET_HELP = "Override a config key, e.g. --set training.epochs=2 (repeatable)."
 STORE_OPTION = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME).",
                             show_default=False)
 
 
+def _run_name(run: Path, events: list[dict]) -> str | None:
+    """The adapter name a run trains: its start event's, else the one in its id
+    (``YYYYmmdd-HHMMSS-<name>-<6 hex>``, see trainer.new_run_id); None for a foreign directory."""
+    for event in events:
+        if event.get("event") == "start" and event.get("name"):
+            return str(event["name"])
+    match = RUN_ID.fullmatch(run.name)
+    return match.group("name") if match else None
+
+
 def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
     """The newest run of ``name`` with a checkpoint that did not finish: killed, cancelled, or
-    failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory."""
+    failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory.
+    Names may hold dashes, so a run id is matched on its whole name, never as a substring: ``sig``
+    must not pick up a run of ``sig-int``."""
     from adapters.paths import runs_dir
     from adapters.runlog import read_events
     from adapters.trainer import latest_checkpoint
 
     candidates = sorted(runs_dir(store).glob(f"*-{name}-*"), reverse=True)
     for run in candidates:
-        ends = [e for e in read_events(run / "events.jsonl") if e["event"] == "end"]
+        events = read_events(run / "events.jsonl")
+        if _run_name(run, events) != name:
+            continue
+        ends = [e for e in events if e["event"] == "end"]
         if latest_checkpoint(run) is not None and not (ends and ends[-1].get("status") == "finished"):
             return run
     return None

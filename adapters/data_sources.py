@@ -13,7 +13,9 @@ import bz2
 import csv
 import gzip
 import hashlib
+import io
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +70,83 @@ def _read_file(path: Path) -> Table:
         raise DataError(f"unsupported data file type: {path.name}",
                         "use CSV (.csv/.tsv), JSON lines (.jsonl/.json), or Parquet (.parquet), "
                         "optionally .gz or .bz2 compressed")
+    header_only = False
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pydict()
-    with opener(path, "rt", encoding="utf-8-sig", newline="" if kind in ("csv", "tsv") else None) as fh:
+        table = _read_parquet(path)
+        header_only = bool(table)
+    else:
+        text = _read_text(path, opener)
         if kind in ("csv", "tsv"):
             csv.field_size_limit(2**31 - 1)  # long documents exceed the 128 KiB default
-            reader = csv.DictReader(fh, delimiter="\t" if kind == "tsv" else ",")
-            return _rows_to_table(list(reader), path)
-        return _read_json(fh.read(), path)
+            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",")
+            try:
+                table = _rows_to_table(list(reader), path)
+            except csv.Error as exc:
+                raise DataError(f"{path} is not valid CSV near line {reader.line_num}: {exc}",
+                                "fix the quoting on that line, or save the file again as CSV") from None
+            header_only = bool(reader.fieldnames)
+        else:
+            table = _read_json(text, path)
+    if not _row_count(table):
+        # Said here, naming the file: later steps would only see a table without columns and
+        # ask for a column mapping, which is not what is wrong.
+        split = SPLIT_NAMES.get(path.name.split(".")[0].lower())
+        hint = "add labelled rows to it"
+        if split in ("dev", "test"):
+            hint += f", or remove it so that the {split} split is cut from train"
+        raise DataError(f"{path} is empty: it has {'a header but ' if header_only else ''}no data rows", hint)
+    return table
+
+
+def _row_count(table: Table) -> int:
+    return max((len(v) for v in table.values()), default=0)
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pydict()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path} is not a readable Parquet file: {exc}",
+                        "the file is damaged or not Parquet: write it again (e.g. pandas "
+                        "DataFrame.to_parquet), or export the data as CSV or JSON lines") from None
+
+
+def _read_text(path: Path, opener) -> str:
+    """The whole file as text: UTF-8 (a BOM is dropped), and no NUL characters.
+
+    A NUL never belongs in a CSV or JSON text file; it means a binary file, or UTF-16 text (whose
+    ASCII characters would decode as UTF-8 with a NUL between each). Training on it would feed
+    the model garbage without a word, so the file is refused, naming the line."""
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz / .bz2
+        raise DataError(f"cannot read {path}: {exc}",
+                        "the file is damaged: decompress it to check, or write it again") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path} is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8",
+                        "save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8 in.csv > out.csv)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path} is not UTF-8 text: byte {raw[exc.start]:#04x} at line {line} "
+                        f"(byte offset {exc.start}) is not valid UTF-8",
+                        "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv, or "
+                        "\"CSV UTF-8\" in a spreadsheet's save dialog)") from None
+    nul = text.find("\0")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        utf16 = text.count("\0") * 3 > len(text)  # UTF-16 without a byte order mark
+        raise DataError(f"{path} has a NUL character at line {line}: "
+                        + ("it looks like UTF-16 text, not UTF-8" if utf16 else "text data has none"),
+                        "save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)" if utf16 else
+                        "remove the NUL characters (e.g. tr -d '\\000' < in.csv > out.csv) or fix "
+                        "whatever wrote them")
+    return text
 
 
 def _read_json(text: str, path: Path) -> Table:

@@ -48,6 +48,17 @@ class SplitConfig(Strict):
     test: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = 42
 
+    @model_validator(mode="after")
+    def _leaves_rows_to_train(self) -> SplitConfig:
+        # Both are shares of all rows: at 1 or more nothing (or a rounding remainder) is left to
+        # train on, yet a run would go ahead and store an adapter trained on a handful of rows.
+        if self.dev + self.test >= 1.0:
+            raise ValueError(
+                f"dev ({self.dev:g}) and test ({self.test:g}) are shares of all rows and sum to "
+                f"{self.dev + self.test:g}, leaving nothing to train on; keep their sum below 1, "
+                "e.g. dev: 0.1 and test: 0.1")
+        return self
+
 
 class DataConfig(Strict):
     # A CSV/JSONL/Parquet file, a saved `datasets` directory, an HF dataset name, or a built-in
@@ -162,6 +173,9 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
             hint = hint or ("allowed keys here: " + ", ".join(names) if names else None)
         elif e["type"] == "missing":
             lines.append(f"missing required key '{where}'")
+        elif e["type"] == "value_error":
+            # A validator's own sentence; pydantic prefixes it with "Value error, ".
+            lines.append(f"'{where}': {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"'{where}': {e['msg']}")
     return ConfigError(f"invalid config {source}: " + "; ".join(lines),

@@ -16,24 +16,63 @@ from adapters.quant import plan_device
 TASK_FROM_PEFT = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm", "TOKEN_CLS": "token-classification"}
 
 
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLE_FILE = "adapter_model.bin"
+
+
 class BaseMismatchError(UsageError):
     """The adapter was trained on other base weights than the ones being loaded."""
 
 
+class PickledAdapterError(UsageError):
+    """An adapter whose weights exist only as a pickle, which is never loaded."""
+
+
+def check_weights(adapter_dir: Path) -> Path:
+    """The adapter's safetensors weights file. Pickled weights (``adapter_model.bin``) are
+    refused: unpickling can run code from the file, and even torch's restricted loader is one
+    bug away from doing so. Converting is the owner's one-off step, somewhere they trust."""
+    adapter_dir = Path(adapter_dir)
+    weights = adapter_dir / WEIGHTS_FILE
+    if weights.is_file():
+        return weights
+    if (adapter_dir / PICKLE_FILE).is_file():
+        raise PickledAdapterError(
+            f"adapter {adapter_dir} has its weights only as a pickle ({PICKLE_FILE}); a pickle can run "
+            "arbitrary code when loaded, so it is not loaded",
+            "convert it once, where you trust the file: load the adapter with peft there and save it with "
+            f"model.save_pretrained(dir, safe_serialization=True), which writes {WEIGHTS_FILE}; or "
+            "`adapters import DIR --name NAME --allow-pickle` converts plain tensors into the store")
+    raise UsageError(f"adapter {adapter_dir} has no {WEIGHTS_FILE}",
+                     "pass a complete adapter directory (peft's save_pretrained writes it)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", "re-save the adapter (peft's save_pretrained)") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} is not a JSON object", "re-save the adapter (peft's save_pretrained)")
+    return value
+
+
 def read_adapter_metadata(adapter_dir: Path) -> dict:
-    """What we know of an adapter directory: our lineage when present, else what peft recorded."""
+    """What we know of an adapter directory: our lineage when present, else what peft recorded.
+    Refuses a directory without loadable weights (see check_weights) before anything is loaded."""
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
         raise UsageError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)",
                          "pass a directory written by `adapters train --output`, a PEFT directory, or a store ref")
-    peft_config = json.loads(config_path.read_text())
+    peft_config = _read_json(config_path)
+    check_weights(adapter_dir)
     meta_path = adapter_dir / "adapter_manager.json"
-    lineage = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    lineage = _read_json(meta_path) if meta_path.is_file() else {}
     labels = (lineage.get("task") or {}).get("labels")
     label_map = adapter_dir / "label_map.json"
     if labels is None and label_map.is_file():
-        id2label = json.loads(label_map.read_text())["id2label"]
+        id2label = _read_json(label_map).get("id2label") or {}
         labels = [id2label[str(i)] for i in range(len(id2label))]
     task = (lineage.get("task") or {}).get("kind") or TASK_FROM_PEFT.get(peft_config.get("task_type"), "causal-lm")
     base = (lineage.get("base") or {}).get("id") or peft_config.get("base_model_name_or_path")
@@ -111,8 +150,6 @@ def load(base: str | None, adapter: str | Path, quant: str | None = None, device
          check_base: bool = True, compute_dtype: str = "auto") -> Loaded:
     """Load ``adapter`` (a directory) onto ``base`` (None: the base it was trained on);
     ``compute_dtype`` of the quantized layers: "auto" (per device) or float32 / bfloat16 / float16."""
-    from peft import PeftModel
-
     adapter_dir = Path(adapter)
     meta = read_adapter_metadata(adapter_dir)
     base_name = base or meta["base"]
@@ -130,6 +167,34 @@ def load(base: str | None, adapter: str | Path, quant: str | None = None, device
     tokenizer = load_tokenizer(resolved, meta["task"])
     model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, meta["labels"],
                                pad_token_id=tokenizer.pad_token_id)
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    peft_model = attach_adapter(model, adapter_dir, base_name)
     peft_model.eval()
     return Loaded(peft_model, tokenizer, meta["task"], meta["labels"], adapter_dir)
+
+
+def attach_adapter(model, adapter_dir: Path, base_name: str, is_trainable: bool = False):
+    """``PeftModel.from_pretrained`` with its failures on a base the adapter was not made for (other
+    sizes, other module names: peft and torch raise RuntimeError / ValueError / KeyError, each
+    worded differently) turned into one BaseMismatchError."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = _first_mismatch(str(exc))
+        recorded = read_adapter_metadata(adapter_dir)["base"]
+        raise BaseMismatchError(
+            f"adapter {adapter_dir} does not fit base '{base_name}': {detail}",
+            (f"load it on the base it was trained for ('{recorded}')" if recorded and recorded != base_name
+             else "load it on the base it was trained for") + ", e.g. with --base") from None
+
+
+def _first_mismatch(text: str) -> str:
+    """The telling line of a state-dict error: torch lists every mismatched tensor, then adds
+    advice about strict loading that does not apply here."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("size mismatch"):
+            return line.rstrip(".") + "; it was made for a model of another size"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    return first if len(first) <= 300 else first[:297] + "..."

@@ -174,7 +174,14 @@ class Trainer:
         self.base = resolve_base(cfg.base)
         model_config = load_config(self.base)
         check_task_fits(model_config, cfg.task)
+        self.fingerprint = weights_fingerprint(self.base.path)
+        parent = Path(self.init_from) if self.init_from else None
+        shown = cfg.init_from or str(self.init_from)
+        if parent:  # method, task, base: before the data, whose columns depend on the task
+            check_parent_fits(parent, cfg, self.fingerprint, None, shown)
         self.splits = D.load_splits(cfg.data, cfg.task)
+        if parent:
+            check_parent_fits(parent, cfg, self.fingerprint, self.splits.label_names, shown)
         if cfg.task == "classification":
             present = [label for label, n in self.splits.class_balance.get("train", {}).items() if n]
             if len(present) < 2:
@@ -209,13 +216,11 @@ class Trainer:
     def _with_adapter(self, model, heads):
         if not self.init_from:
             return attach(model, self.cfg, heads)
-        from peft import PeftModel
+        from adapters.inference import attach_adapter
 
-        source = Path(self.init_from)
-        if not (source / "adapter_config.json").is_file():
-            raise UsageError(f"init_from: {self.init_from} is not an adapter directory",
-                             "pass a directory with adapter_config.json, or a store ref")
-        return PeftModel.from_pretrained(model, str(source), is_trainable=True)
+        # check_parent_fits has compared what the parent records; this catches what only its
+        # tensors tell (a plain PEFT directory made for another model size).
+        return attach_adapter(model, Path(self.init_from), self.cfg.base, is_trainable=True)
 
     # ---- checkpoints for --resume --------------------------------------------------------------
     @property
@@ -406,7 +411,7 @@ class Trainer:
         method_config = cfg.lora.model_dump() if cfg.method == "lora" else cfg.prefix.model_dump()
         return {
             "base": {"id": self.base.id, "revision": self.base.revision,
-                     "fingerprint": weights_fingerprint(self.base.path),
+                     "fingerprint": self.fingerprint,
                      "model_type": self.accelerator.unwrap_model(self.model).config.model_type},
             "quant": cfg.quant,
             "method": {"kind": cfg.method, "config": method_config},
@@ -422,6 +427,47 @@ class Trainer:
             "device": self.plan.device,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+
+
+def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
+                      label_names: list[str] | None, shown: str) -> None:
+    """Refuse, before anything is loaded or written, an ``init_from`` adapter that this config
+    cannot continue: another method, task, base, or (unless ``label_names`` is None) label set. peft and torch would each fail
+    later with a different low-level error, or (labels in another order) not fail at all."""
+    from adapters.inference import read_adapter_metadata
+
+    if not (parent / "adapter_config.json").is_file():
+        raise UsageError(f"init_from: {shown} is not an adapter directory",
+                         "pass a directory with adapter_config.json, or a store ref")
+    meta = read_adapter_metadata(parent)
+    peft_type = meta["peft"].get("peft_type")
+    method = {"LORA": "lora", "PREFIX_TUNING": "prefix"}.get(peft_type, str(peft_type).lower())
+    problems, fixes = [], []
+    if method != cfg.method:
+        problems.append(f"it is a {method} adapter, the config asks for {cfg.method}")
+        fixes.append(f"method: {method}")
+    if meta["task"] != cfg.task:
+        problems.append(f"it is a {meta['task']} adapter, the config's task is {cfg.task}")
+        fixes.append(f"task: {meta['task']}")
+    if meta["fingerprint"] and fingerprint and meta["fingerprint"] != fingerprint:
+        problems.append(f"it was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), the config's "
+                        f"base '{cfg.base}' has other weights ({fingerprint[:19]}…)")
+        fixes.append(f"base: {meta['base']}")
+    parent_labels = meta["labels"]
+    if cfg.task == meta["task"] != "causal-lm" and parent_labels is not None and label_names is not None \
+            and list(parent_labels) != list(label_names):
+        def listed(names):
+            return ", ".join(map(repr, names))
+        if set(parent_labels) == set(label_names):
+            problems.append(f"its labels are in another order ({listed(parent_labels)}) than this data's "
+                            f"({listed(label_names)})")
+        else:
+            problems.append(f"it knows {len(parent_labels)} labels ({listed(parent_labels)}), this data has "
+                            f"{len(label_names)} ({listed(label_names)})")
+        fixes.append("data.labels: [" + ", ".join(parent_labels) + "] (rows of other labels are left out)")
+    if problems:
+        raise UsageError(f"init_from: {shown} cannot be trained further with this config: " + "; ".join(problems),
+                         "match the parent (" + "; ".join(fixes) + "), or drop init_from to train a new adapter")
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

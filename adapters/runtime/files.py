@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from adapters.errors import UsageError
-from adapters.inference import read_adapter_metadata
+from adapters.inference import check_weights, read_adapter_metadata
 
 # Tasks the runtime serves; token classification still goes through ``adapters.load``.
 SERVED_TASKS = ("causal-lm", "classification")
@@ -48,7 +48,7 @@ def content_name(path: Path) -> str:
     """``a_`` + 16 hex of the config and weights: equal content shares one resident copy, and
     the name can never be a substring of a peft prefix such as ``lora_`` (a peft warning trap)."""
     digest = hashlib.sha256()
-    for fname in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "adapter_manager.json"):
+    for fname in ("adapter_config.json", "adapter_model.safetensors", "adapter_manager.json"):
         f = path / fname
         if f.is_file():
             digest.update(fname.encode())
@@ -128,15 +128,15 @@ def lora_only_config(peft_config: dict):
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    st = path / "adapter_model.safetensors"
-    if st.is_file():
-        from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-        return load_file(str(st))
-    bin_file = path / "adapter_model.bin"
-    if bin_file.is_file():
-        return torch.load(bin_file, map_location="cpu", weights_only=True)
-    raise UsageError(f"adapter {path} has no adapter_model.safetensors", "pass a complete adapter directory")
+    weights = check_weights(path)  # safetensors only: a pickle-only folder is refused, never unpickled
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"cannot read {weights}: {exc}",
+                         "the file is damaged: re-save the adapter, or take it from the store again") from None
 
 
 def prefix_layers(prefix: torch.Tensor, peft_cfg: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -60,7 +60,9 @@ class Splits:
     source: str
 
 
-def load_splits(cfg: DataConfig, task: str) -> Splits:
+def load_splits(cfg: DataConfig, task: str, adapter_labels: bool = False) -> Splits:
+    """``adapter_labels``: ``cfg.labels`` are a trained adapter's own (scoring it); data labelled
+    with anything else is refused, where for training ``data.labels`` selects rows."""
     if task not in TASKS:
         raise DataError(f"unknown task '{task}'", "task is one of: " + ", ".join(TASKS))
     columns = column_mapping(cfg, task)
@@ -73,7 +75,7 @@ def load_splits(cfg: DataConfig, task: str) -> Splits:
             log.warning("the %s split has no labelled rows; cutting %s from train instead", name, name)
             continue
         parts[name] = part
-    label_names = _encode_labels(parts, task, cfg)
+    label_names = _encode_labels(parts, task, cfg, adapter_labels)
     parts = _fill_splits(parts, task, cfg)
 
     sub_rng = np.random.default_rng([cfg.split.seed, 1])
@@ -207,7 +209,14 @@ def _bio_order(tags: set[str]) -> list[str]:
     return sorted(tags, key=key)
 
 
-def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig) -> list[str] | None:
+def _listed(names) -> str:
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:20])
+    return shown + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+
+
+def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig,
+                   adapter_labels: bool = False) -> list[str] | None:
     """Replace label strings by ids (in place); return the label names, index = id."""
     if task == "causal-lm":
         return None
@@ -217,6 +226,21 @@ def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig) -> list[
         present = {x for part in parts.values() for x in part["label"]}
         names = list(cfg.labels) if cfg.labels is not None else _label_order(present)
         ids = {name: i for i, name in enumerate(names)}
+        unknown = _label_order(present - set(ids)) if present - set(ids) else []
+        # Scoring: a row of a label the adapter never learnt cannot be scored, and leaving it out
+        # would report metrics on part of the data. Training: data.labels selects rows, unless it
+        # selects none at all.
+        if unknown and (adapter_labels or not present & set(ids)):
+            if adapter_labels:
+                raise DataError(
+                    f"the label column '{cfg.label_column}' of {cfg.source} has labels the adapter does not "
+                    f"know: {_listed(unknown)}; the adapter knows {_listed(names)}",
+                    "score it on data labelled with the adapter's labels, or point --set data.label_column= "
+                    "at the column that holds them")
+            raise DataError(
+                f"no row of {cfg.source} has a label in data.labels ({_listed(names)}); the label column "
+                f"'{cfg.label_column}' holds {_listed(unknown)}",
+                "fix data.labels, or point data.label_column at the column that holds those labels")
         for part in parts.values():
             keep = [i for i, x in enumerate(part["label"]) if x in ids]
             part.update(_take(part, keep))

@@ -28,13 +28,16 @@ METRIC_DIRECTIONS: dict[str, str] = {
 def classification_metrics(y_true: list[int], y_pred: list[int], label_names: list[str]) -> dict:
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-    # labels=range(n): every class is reported (and in label order) even when absent from this
-    # eval set; zero_division=0 instead of warnings for classes never predicted.
+    # Per class: every class of the label set, in label order, even when absent from this eval
+    # set. Averages: scikit-learn's convention, over the labels present in y_true or y_pred only;
+    # a class with no rows and no predictions has no F1 to average (counting it as 0 would halve
+    # a perfect score on data with one class). zero_division=0 instead of warnings.
     labels = list(range(len(label_names)))
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro",
+    present = sorted(set(y_true) | set(y_pred)) or labels
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro",
                                             zero_division=0)
-    weighted = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted",
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present, average="weighted",
                                                zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -32,8 +32,8 @@ def score_adapter(adapter: str | Path, data: str | None = None, split: str = "te
         # Score with the adapter's own label ids, whatever order the new data would discover.
         raw["data"]["labels"] = meta["labels"]
     cfg = validate(raw, "eval settings")
+    splits = D.load_splits(cfg.data, cfg.task, adapter_labels=bool(meta["labels"]))  # bad data: before loading
     loaded = load(base, directory)
-    splits = D.load_splits(cfg.data, cfg.task)
     loaded.tokenizer.padding_side = "right"
     tokenized = B.tokenize(splits, loaded.tokenizer, cfg.data.max_length)
     if split == "all":

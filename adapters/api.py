@@ -37,15 +37,49 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
         parent = _store_ref(cfg.init_from, store_root)
     result = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from).run()
     if store:
-        from store import Store
-
         result.lineage["parent"] = parent or (str(init_from) if init_from else None)
-        with Store(store_root) as s:
-            version = s.put(result.output_dir, cfg.name, lineage=result.lineage, metrics=result.metrics,
-                            parent=parent or (str(init_from) if init_from else None), run_id=result.run_id)
+        try:
+            version = _put(result, cfg.name, store_root)
+        except BaseException as exc:
+            _store_failed(result, cfg.name, exc)
+            raise _stored_error(result, cfg.name, exc) from exc
         result.ref = version.ref
         result.digest = version.digest
     return result
+
+
+def _put(result, name: str, store_root):
+    from store import Store
+
+    with Store(store_root) as s:
+        return s.put(result.output_dir, name, lineage=result.lineage, metrics=result.metrics,
+                     parent=result.lineage["parent"], run_id=result.run_id)
+
+
+def _store_failed(result, name: str, exc: BaseException) -> None:
+    """The trainer logged ``end status=finished`` once the adapter was written; a run whose
+    adapter never reached the store is not finished. Readers (the TUI, --resume) go by the last
+    ``end`` event, so a second one corrects the record."""
+    from adapters.runlog import RunLog
+
+    status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+    error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    RunLog(result.run_dir / "events.jsonl").write(
+        "end", status=status, name=name, error=f"storing the adapter failed: {error}")
+
+
+def _stored_error(result, name: str, exc: BaseException) -> BaseException:
+    from adapters.errors import AdaptersError
+
+    if not isinstance(exc, Exception):
+        return exc  # Ctrl+C stays an interrupt
+    hint = getattr(exc, "hint", None)
+    again = (f"the trained adapter is kept in {result.output_dir}: once the store works, add it with "
+             f"`adapters import {result.output_dir} --name {name}`, or train again with --resume")
+    error = AdaptersError(f"training finished but the adapter could not be stored: "
+                          f"{getattr(exc, 'message', None) or exc}", f"{hint}; {again}" if hint else again)
+    error.exit_code = getattr(exc, "exit_code", 1)
+    return error
 
 
 def load(base: str | None, adapter: str | Path, *, quant: str | None = None, device: str = "auto",

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import tiny_config
 from store import Store
-from test_tui_support import FIXED_NOW, demo_app, pilot_test, wait_until, write_run
+from test_tui_support import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, wait_until, write_run
+from tui.modals import ConfirmModal
 
 SIZE = (120, 40)
 
@@ -101,7 +102,19 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
 
         await pilot.press("r")  # the Runs view, then cancel the selected run
         await wait_until(pilot, lambda: app.focused is app.query_one("#runs-table"), what="the runs table")
+        await pilot.press("c")  # one key asks; it does not cancel
+        assert isinstance(app.screen, ConfirmModal) and "tui-long" in app.screen.question
+        await pilot.press("enter")  # the dialog starts on "Keep training"
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmModal), what="the dialog to close")
+        step_before = train.runs[run_id].step
+        await wait_until(pilot, lambda: train.runs[run_id].step > step_before, what="the run to go on after 'keep'")
+        assert process.running and not process.cancelled
         await pilot.press("c")
+        await pilot.press("escape")  # Escape keeps it too
+        await pilot.pause()
+        assert process.running and not process.cancelled
+        await pilot.press("c")
+        await pilot.click("#confirm-yes")
         try:
             await wait_until(pilot, lambda: train.runs[run_id].status == "cancelled" and not process.running,
                              timeout=60, what="the run to be cancelled")
@@ -159,6 +172,34 @@ async def test_attaches_to_a_run_started_elsewhere(_isolated_home):
         assert train.runs[run_dir.name].step == 11 and train.runs[run_dir.name].error == "out of memory"
         await pilot.press("c")  # not ours: the TUI says so instead of pretending
         assert not train.processes
+
+
+@pilot_test
+async def test_choosing_another_config_asks_before_dropping_edits():
+    app = demo_app(initial_tab="train")
+    async with app.run_test(size=SIZE) as pilot:
+        train = app.train
+        form = train.query_one("#config-form")
+        options = train.query_one("#config-list")
+        await wait_until(pilot, lambda: options.option_count == 2 and app.focused is options, what="the configs")
+        await pilot.press("enter")  # chat-prefix.yaml, the first
+        await wait_until(pilot, lambda: form.resolved is not None, what="the form")
+        assert form.values()["name"] == "chat-prefix" and not form.edited()
+        form.set_value("name", "my-chat")
+        await pilot.pause()
+        assert form.edited()
+
+        await pilot.press("down", "enter")  # sentiment-lora.yaml: the edit would be lost
+        assert isinstance(app.screen, ConfirmModal) and "chat-prefix" in app.screen.question
+        await pilot.press("enter")  # starts on "Keep editing"
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmModal) and form.values()["name"] == "my-chat"
+
+        await pilot.press("enter")
+        await pilot.click("#confirm-yes")
+        await wait_until(pilot, lambda: form.resolved and form.values()["name"] == "sentiment-lora",
+                         what="the other config in the form")
+        assert form.source == SNAPSHOT_CONFIGS / "sentiment-lora.yaml" and not form.edited()
 
 
 @pytest.mark.timeout(30, func_only=True)  # the child sleeps 60 s: waiting it out instead of killing it times out

@@ -60,9 +60,11 @@ class ConfirmModal(ModalScreen[bool]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, detail: str = "", confirm: str = "OK", danger: bool = False):
+    def __init__(self, question: str, detail: str = "", confirm: str = "OK", danger: bool = False,
+                 keep: str = "Cancel"):
         super().__init__()
         self.question, self.detail, self.confirm_label, self.danger = question, detail, confirm, danger
+        self.keep_label = keep
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog", classes="dialog"):
@@ -72,7 +74,7 @@ class ConfirmModal(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.confirm_label, variant="error" if self.danger else "primary", id="confirm-yes",
                              compact=True)
-                yield Button("Cancel", id="confirm-no", compact=True)
+                yield Button(self.keep_label, id="confirm-no", compact=True)
 
     def on_mount(self) -> None:
         # Destructive actions start on Cancel, so a stray Enter does not remove anything.

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Label, Select, Static
 
-from tui.train_config import FIELDS, FieldSpec, get, parse, to_text, visible_keys
+from tui.train_config import FIELDS, FieldSpec, get, overrides, parse, to_text, visible_keys
 from tui.widgets import TextField
 
 
@@ -54,8 +54,7 @@ class ConfigForm(VerticalScroll):
     def load(self, source, resolved: dict, retrain_ref: str | None = None) -> None:
         """Fill the form from a resolved config (``retrain_ref``: it came from that stored version)."""
         self.source, self.resolved, self.retrain_ref = source, resolved, retrain_ref
-        origin = f"retrain {retrain_ref}" if retrain_ref else str(getattr(source, "name", source))
-        self.query_one("#form-source", Static).update(Text.assemble(("config: ", "dim"), origin))
+        self.query_one("#form-source", Static).update(Text.assemble(("config: ", "dim"), self.origin))
         for spec in FIELDS:
             value = get(resolved, spec.key)
             widget = self.query_one("#" + _field_id(spec.key))
@@ -70,6 +69,22 @@ class ConfigForm(VerticalScroll):
         checkbox.value = False
         checkbox.label = f"continue from {retrain_ref}'s weights" if retrain_ref else ""
         self._apply_visibility()
+
+    @property
+    def origin(self) -> str:
+        """Where the form's config came from, as the form names it."""
+        return f"retrain {self.retrain_ref}" if self.retrain_ref else str(getattr(self.source, "name", self.source))
+
+    def edited(self) -> bool:
+        """Whether a field differs from the config it was filled from (an entry that does not
+        parse is an edit too)."""
+        if self.resolved is None:
+            return False
+        try:
+            values = self.values()
+        except ValueError:
+            return True
+        return bool(overrides(self.resolved, values)) or self.continue_from_weights
 
     def _choice(self, key: str) -> str:
         return str(self.query_one("#" + _field_id(key), Select).value)

@@ -20,6 +20,7 @@ from store import Version
 from tui import train_config
 from tui.catalog import CONFIG_FILE, refs_by_run
 from tui.formatting import age, headline_text
+from tui.modals import ConfirmModal
 from tui.run_view import STATUS_STYLES, RunView
 from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
 from tui.train_form import ConfigForm
@@ -114,11 +115,20 @@ class TrainPane(ReportsWorkerErrors, Vertical):
 
     @on(OptionList.OptionSelected, "#config-list")
     def _config_chosen(self, event: OptionList.OptionSelected) -> None:
-        self.resolve_config(Path(str(event.option.id)))
+        self.pick_config(Path(str(event.option.id)))
 
-    def pick_config(self, path: Path) -> None:
-        """Load a config file into the form (what choosing it in the list does)."""
-        self.resolve_config(Path(path))
+    def pick_config(self, path: Path, retrain_ref: str | None = None) -> None:
+        """Load a config file into the form (what choosing it in the list does); edits made in
+        the form are dropped only after the user agrees."""
+        form = self.query_one(ConfigForm)
+        if not form.edited():
+            self.resolve_config(Path(path), retrain_ref)
+            return
+        self.app.push_screen(
+            ConfirmModal(f"Discard the edits to {form.origin}?",
+                         f"The form is filled again from {retrain_ref or Path(path).name}.",
+                         confirm="Discard edits", danger=True, keep="Keep editing"),
+            lambda yes: yes and self.resolve_config(Path(path), retrain_ref))
 
     @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
     def resolve_config(self, path: Path, retrain_ref: str | None = None) -> None:
@@ -135,7 +145,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         if not config.is_file():
             self.app.notify(f"{version.ref} has no training config (it was imported or merged)", severity="warning")
             return
-        self.resolve_config(config, version.ref)
+        self.pick_config(config, version.ref)
 
     # ---- launching --------------------------------------------------------------------------------
     @on(Button.Pressed, "#launch")
@@ -260,13 +270,24 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         self.action_open_version()
 
     def action_cancel(self) -> None:
+        """Ask first: a cancelled run's training so far is lost (it is not stored)."""
+        run = self.runs.get(self.shown_run or "")
         process = self.processes.get(self.shown_run or "")
         if process is None or not process.running:
-            run = self.runs.get(self.shown_run or "")
             why = "it was not started here" if run and run.status == "running" else "it is not running"
             self.app.notify(f"Cannot cancel this run: {why}.", severity="warning")
             return
-        self.cancel(process)
+        name = (run.name if run else None) or self.shown_run
+        progress = f" at step {run.step}/{run.total_steps}" if run and run.total_steps else ""
+        detail = (f"Training stops{progress} and nothing is stored; the run's log stays in "
+                  f"{process.run_dir}.")
+
+        def answer(yes: bool | None) -> None:
+            if yes and process.running:
+                self.cancel(process)
+
+        self.app.push_screen(ConfirmModal(f"Cancel the training run {name}?", detail, confirm="Cancel run",
+                                          danger=True, keep="Keep training"), answer)
 
     @work(thread=True, exit_on_error=False, group="cancel")
     def cancel(self, process: TrainingProcess) -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import tiny_config
 from store import Store
-from test_tui_support import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, wait_until, write_run
+from test_tui_support import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, shown_text, wait_until, write_run
 from tui.modals import ConfirmModal
 
 SIZE = (120, 40)
@@ -27,6 +27,11 @@ def write_config(directory: Path, base: Path, data: Path, name: str, max_steps: 
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def _has_curve(plot) -> bool:
+    """Whether a plot draws a line (braille dots) rather than only its axes."""
+    return any("\u2800" < ch <= "\u28ff" for ch in plot.render().plain)
 
 
 async def _launch_first_config(pilot):
@@ -61,16 +66,26 @@ async def test_launch_to_completion_shows_the_new_version(tmp_path, _isolated_ho
         await wait_until(pilot, lambda: train.runs and train.query_one("#train-tabs").active == "train-runs",
                          what="the run to appear")
         run_id = next(iter(train.runs))
-        await wait_until(pilot, lambda: app.query_one("#tabs").active == "store", timeout=240,
-                         what="the finished run to open the Store")
-        store = app.store
-        await wait_until(pilot, lambda: store.selected is not None and store.selected.ref == "tui-tiny@1",
-                         what="the new version to be selected")
-        assert [r.name for r in store.rows] == ["tui-tiny"]
+        await wait_until(pilot, lambda: train.runs[run_id].ref is not None, timeout=240,
+                         what="the run to finish and be stored")
         run = train.runs[run_id]
         assert run.status == "finished" and run.ref == "tui-tiny@1"
         assert run.step == 3 and [s for s, _ in run.losses] == [1, 2, 3]
         assert any(e["split"] == "test" for e in run.evals)
+        # The finished run stays on screen with its curves: nothing switches tabs by itself.
+        await pilot.pause(0.3)
+        assert app.query_one("#tabs").active == "train"
+        assert train.query_one("#train-tabs").active == "train-runs" and train.shown_run == run_id
+        title = shown_text(train.query_one("#run-title"))
+        assert "finished" in title and "tui-tiny@1" in title
+        assert _has_curve(train.query_one("#loss-plot"))
+        assert "test" in shown_text(train.query_one("#run-metrics"))
+        store = app.store
+        await wait_until(pilot, lambda: [r.name for r in store.rows] == ["tui-tiny"], what="the Store to reload")
+
+        await pilot.press("o")  # opening the version is the user's choice
+        await wait_until(pilot, lambda: app.query_one("#tabs").active == "store" and store.selected is not None
+                         and store.selected.ref == "tui-tiny@1", what="the new version in the Store")
     with Store(_isolated_home) as s:
         version = s.resolve("tui-tiny@1")
     assert version.run_id == run_id

@@ -164,7 +164,7 @@ class AdaptersApp(App):
             self.notify(f"stored {message.ref}")
         else:
             self.store.reload()
-            self.notify(f"stored {message.ref} (press 1 for the Store)")
+            self.notify(f"stored {message.ref} (o opens it in the Store)", title="training finished")
 
     # ---- errors, help, palette, quit ----------------------------------------------------------------
     def show_error(self, error: BaseException) -> None:

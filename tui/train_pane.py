@@ -55,7 +55,8 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             self.run_id, self.outcome = run_id, outcome
 
     class VersionReady(Message):
-        """A run produced a stored version: the App shows it in the Store."""
+        """A run produced a stored version: the App reloads the Store, and shows the version there
+        when ``jump`` (the user asked to open it)."""
 
         def __init__(self, ref: str, jump: bool):
             super().__init__()
@@ -193,8 +194,9 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             run.status = "finished"
             run.ref = (outcome.result or {}).get("ref")
             if run.ref:
-                on_train_tab = self.app.query_one("#tabs", TabbedContent).active == "train"
-                self.post_message(self.VersionReady(run.ref, jump=on_train_tab))
+                # The run's view stays: its final curves and test metrics are what one looks at
+                # now. The Store is told, and ``o`` opens the version there.
+                self.post_message(self.VersionReady(run.ref, jump=False))
         elif self.processes[message.run_id].cancelled:
             run.status = "cancelled"
             self.app.notify(f"cancelled {run.name}")

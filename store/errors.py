@@ -76,6 +76,10 @@ class DestinationExists(StoreError, FileExistsError):
     """An export destination that exists and is not empty."""
 
 
+class DestinationUnwritable(StoreError, OSError):
+    """An export destination that cannot be written (permissions, a full disk)."""
+
+
 class StoreNotFound(StoreError, FileNotFoundError):
     """A store opened for reading where there is none (a mistyped ``--store``)."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from store import files as fs
-from store.errors import DestinationExists, IntegrityError, RefNotFound
+from store.errors import DestinationExists, DestinationUnwritable, IntegrityError, RefNotFound
 from store.locks import OwnerLock
 from store.model import GcPlan, Problem, Version
 
@@ -71,7 +71,10 @@ class Maintenance:
         version = self.resolve(ref)
         dest = Path(dest)
         _check_destination(dest)
-        made = _make_parents(dest.parent)
+        try:
+            made = _make_parents(dest.parent)
+        except OSError as exc:
+            raise _unwritable(dest, exc) from None
         staging = dest.parent / f".{dest.name}.export-{uuid.uuid4().hex[:12]}"
         try:
             try:
@@ -79,18 +82,23 @@ class Maintenance:
             except (OSError, fs.Mismatch, IntegrityError) as first:
                 if isinstance(first, OSError) and not isinstance(
                         first, (FileNotFoundError, fs.NotAStoredFile)):
-                    raise  # the destination's filesystem (full, read-only): not the store's
+                    raise _unwritable(dest, first) from None  # full, read-only: not the store
                 shutil.rmtree(staging, ignore_errors=True)
                 with self._locked():  # no writer is half-way now: look again
                     version = self._still_there(version, "exported")
-                    self._copy_out(version, staging, strict=True)
+                    try:
+                        self._copy_out(version, staging, strict=True)
+                    except OSError as exc:  # the store's faults are IntegrityErrors by now
+                        if isinstance(exc, DestinationUnwritable):
+                            raise
+                        raise _unwritable(dest, exc) from None
             try:
                 os.rename(staging, dest)  # replaces an empty dir; refuses a non-empty one
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise DestinationExists(f"{dest} exists and is not an empty directory",
                                             hint="pick a new path or empty it first") from None
-                raise
+                raise _unwritable(dest, exc) from None
             if self.durable:
                 fs.fsync_dir(dest.parent)
         except BaseException:
@@ -258,30 +266,42 @@ class Maintenance:
         the store lock, and only what is still wrong there (of versions that still exist) is
         reported."""
         versions = [self.resolve(ref)] if ref is not None else self.list()
+        users: dict[str, list[str]] = {}
+        for v in versions:
+            for rel, info in v.files.items():
+                users.setdefault(info["sha256"], []).append(f"{v.ref}:{rel}")
         cache: dict[tuple, str] = {}
-        problems = self._verify_pass(versions, ref is None, cache)
-        if not problems and ref is not None:
-            return problems
-        with self._locked():
-            if problems:
+        blobs = sorted(self.blobs.glob("*/*")) if ref is None else []
+        found = self._verify_pass(versions, blobs, ref is not None, users, cache)
+        if not found and ref is not None:
+            return []
+        with self._locked():  # writers wait: only what is still wrong now is reported
+            problems: list[Problem] = []
+            if found:
+                suspects = {key for key, _ in found}
                 again = []
                 for v in versions:
-                    try:
-                        again.append(self._still_there(v, "verified"))
-                    except RefNotFound:
-                        if ref is not None:
-                            raise
+                    if v.ref in suspects:
+                        try:
+                            again.append(self._still_there(v, "verified"))
+                        except RefNotFound:
+                            if ref is not None:
+                                raise
                 cache.clear()
-                problems = self._verify_pass(again, ref is None, cache)
+                problems = [p for _, p in self._verify_pass(
+                    again, [b for b in blobs if b in suspects], ref is not None, users, cache)]
             if ref is None:
                 problems.extend(Problem(p, "stray", f"{p} is not a committed version (crash "
                                         "debris); `adapters gc` removes it")
                                 for p in self._stray_dirs())
         return problems
 
-    def _verify_pass(self, versions: list[Version], all_blobs: bool,
-                     cache: dict[tuple, str]) -> list[Problem]:
-        problems: list[Problem] = []
+    def _verify_pass(self, versions: list[Version], blobs: list[Path], own_blobs: bool,
+                     users: dict[str, list[str]],
+                     cache: dict[tuple, str]) -> list[tuple[Any, Problem]]:
+        """(what it concerns: a version's ref or a blob path, problem) for ``versions`` and
+        ``blobs``; ``own_blobs`` also re-hashes the blobs of ``versions``."""
+        found: list[tuple[Any, Problem]] = []
 
         def hash_of(base: Path, parts: list[str] | tuple[str, ...]) -> str:
             fd = fs.open_inside(base, parts)
@@ -294,61 +314,62 @@ class Maintenance:
                 cache[key] = fs.hash_inside(base, parts)[0]
             return cache[key]
 
-        blob_users: dict[str, list[str]] = {}
-        for v in versions:
-            for rel, info in v.files.items():
-                blob_users.setdefault(info["sha256"], []).append(f"{v.ref}:{rel}")
-        if all_blobs:
-            for blob in sorted(self.blobs.glob("*/*")):
-                try:
-                    sha = hash_of(self.blobs, (blob.parent.name, blob.name))
-                except FileNotFoundError:
-                    continue  # removed by gc meanwhile: unused, so no problem
-                except fs.NotAStoredFile:
-                    sha = None
-                if sha != blob.name:
-                    users = ", ".join(blob_users.get(blob.name, [])[:5]) or "no version"
-                    problems.append(Problem(blob, "corrupt",
+        for blob in blobs:
+            try:
+                sha = hash_of(self.blobs, (blob.parent.name, blob.name))
+            except FileNotFoundError:
+                continue  # removed by gc meanwhile: unused, so no problem
+            except fs.NotAStoredFile:
+                sha = None
+            if sha != blob.name:
+                used = ", ".join(users.get(blob.name, [])[:5]) or "no version"
+                found.append((blob, Problem(blob, "corrupt",
                                             f"blob {blob.name[:16]}… is corrupted: its content no "
-                                            f"longer matches its name (used by {users})"))
+                                            f"longer matches its name (used by {used})")))
         for v in versions:
+            problems: list[Problem] = []
             if v.path.is_symlink():
                 problems.append(Problem(v.path, "corrupt", f"{v.ref}: its directory {v.path} is "
                                         "a symbolic link, not the directory the store wrote"))
-                continue
-            if not v.path.is_dir():
+            elif not v.path.is_dir():
                 problems.append(Problem(v.path, "missing",
                                         f"{v.ref}: its directory {v.path} is missing"))
-                continue
-            for rel, info in sorted(v.files.items()):
-                path = v.path / rel
-                try:
-                    sha = hash_of(self.versions_dir, self._version_parts(v, rel))
-                except FileNotFoundError:
-                    problems.append(Problem(path, "missing", f"{v.ref}: {rel} is missing"))
-                except fs.NotAStoredFile:
+            else:
+                problems.extend(self._version_problems(v, own_blobs, hash_of))
+            found.extend((v.ref, p) for p in problems)
+        return found
+
+    def _version_problems(self, v: Version, own_blobs: bool, hash_of) -> list[Problem]:
+        problems: list[Problem] = []
+        for rel, info in sorted(v.files.items()):
+            path = v.path / rel
+            try:
+                sha = hash_of(self.versions_dir, self._version_parts(v, rel))
+            except FileNotFoundError:
+                problems.append(Problem(path, "missing", f"{v.ref}: {rel} is missing"))
+            except fs.NotAStoredFile:
+                problems.append(Problem(path, "corrupt",
+                                        f"{v.ref}: {rel} is a symbolic link or not a regular "
+                                        "file, not the file the store wrote"))
+            else:
+                if sha != info["sha256"]:
                     problems.append(Problem(path, "corrupt",
-                                            f"{v.ref}: {rel} is a symbolic link or not a regular "
-                                            "file, not the file the store wrote"))
-                else:
-                    if sha != info["sha256"]:
-                        problems.append(Problem(path, "corrupt",
-                                                f"{v.ref}: {rel} is corrupted (sha256 "
-                                                f"{sha[:12]}…, expected {info['sha256'][:12]}…)"))
-                blob = fs.blob_path(self.blobs, info["sha256"])
-                try:
-                    blob_sha = hash_of(self.blobs, (blob.parent.name, blob.name))
-                except FileNotFoundError:
-                    problems.append(Problem(blob, "missing",
-                                            f"{v.ref}: the blob of {rel} is missing from blobs/"))
-                except fs.NotAStoredFile:
+                                            f"{v.ref}: {rel} is corrupted (sha256 "
+                                            f"{sha[:12]}…, expected {info['sha256'][:12]}…)"))
+            blob = fs.blob_path(self.blobs, info["sha256"])
+            try:
+                blob_sha = hash_of(self.blobs, (blob.parent.name, blob.name))
+            except FileNotFoundError:
+                problems.append(Problem(blob, "missing",
+                                        f"{v.ref}: the blob of {rel} is missing from blobs/"))
+            except fs.NotAStoredFile:
+                problems.append(Problem(blob, "corrupt",
+                                        f"{v.ref}: the blob of {rel} is not a regular file"))
+            else:
+                if own_blobs and blob_sha != info["sha256"]:
                     problems.append(Problem(blob, "corrupt",
-                                            f"{v.ref}: the blob of {rel} is not a regular file"))
-                else:
-                    if not all_blobs and blob_sha != info["sha256"]:
-                        problems.append(Problem(blob, "corrupt",
-                                                f"{v.ref}: the blob of {rel} is corrupted"))
-            problems.extend(self._check_manifest(v))
+                                            f"{v.ref}: the blob of {rel} is corrupted"))
+        problems.extend(self._check_manifest(v))
         return problems
 
     def _check_manifest(self, v: Version) -> list[Problem]:
@@ -419,12 +440,23 @@ class Maintenance:
 
     # ------------------------------------------------------------------ diff
 
+    def _config(self, v: Version) -> dict[str, Any]:
+        """adapter_config.json of a stored version, flattened; {} when it cannot be read (a
+        symlink is not followed)."""
+        try:
+            fd = fs.open_inside(self.versions_dir, self._version_parts(v, fs.CONFIG_FILE))
+            with os.fdopen(fd, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return _flatten(data) if isinstance(data, dict) else {}
+
     def diff(self, ref_a: str, ref_b: str) -> dict[str, Any]:
         """Config, lineage, metrics and files of two versions side by side: for each section the
         keys that differ (``changed``: [a, b]), that only one has, and the shared ones."""
         a, b = self.resolve(ref_a), self.resolve(ref_b)
         sections = {
-            "config": (_config(a), _config(b)),
+            "config": (self._config(a), self._config(b)),
             "lineage": (_flatten(a.lineage), _flatten(b.lineage)),
             "metrics": (_flatten(a.metrics), _flatten(b.metrics)),
             "files": ({k: v["sha256"] for k, v in a.files.items()},
@@ -448,14 +480,6 @@ class Maintenance:
         return out
 
 
-def _config(v: Version) -> dict[str, Any]:
-    try:
-        data = json.loads((v.path / fs.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return _flatten(data) if isinstance(data, dict) else {}
-
-
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -471,6 +495,12 @@ def _check_destination(dest: Path) -> None:
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
         raise DestinationExists(f"{dest} exists and is not an empty directory",
                                 hint="pick a new path or empty it first")
+
+
+def _unwritable(dest: Path, exc: OSError) -> DestinationUnwritable:
+    return DestinationUnwritable(f"cannot write the export to {dest}: {exc.strerror or exc}",
+                                 hint="pick a writable path with enough free space; nothing was "
+                                 "left there")
 
 
 def _make_parents(parent: Path) -> list[Path]:

@@ -162,9 +162,18 @@ def test_export_failing_midway_leaves_nothing_at_the_destination(store: Store, t
 
     monkeypatch.setattr(fs, "copy_checked", fail_on_second)
     dest = tmp_path / "exp"
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left") as err:
         store.export("sent", dest)
+    assert isinstance(err.value, StoreError) and err.value.hint
     nothing_written(dest)
+
+
+def test_export_to_an_unwritable_place_is_a_clean_error(store: Store, tmp_path: Path):
+    store.put(adapter(tmp_path, "a"), "sent")
+    (tmp_path / "a-file").write_text("not a directory")
+    proc = cli("export", "sent", str(tmp_path / "a-file" / "exp"), "--store", str(store.root))
+    assert_clean_error(proc, "cannot write the export")
+    assert (tmp_path / "a-file").read_text() == "not a directory"
 
 
 def test_export_into_a_non_empty_directory_is_refused(store: Store, tmp_path: Path):

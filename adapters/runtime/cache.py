@@ -9,11 +9,31 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from adapters.errors import AdaptersError
 
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
+K, V = TypeVar("K"), TypeVar("V")
+
+
+class Bounded(OrderedDict, Generic[K, V]):
+    """A dict that keeps at most ``cap`` entries, dropping the oldest written first: for what is
+    remembered per name a client chooses (failed loads, lineage), so endless distinct names
+    cannot grow memory."""
+
+    def __init__(self, cap: int):
+        if cap < 1:
+            raise ValueError("cap must be positive")
+        super().__init__()
+        self.cap = cap
+
+    def __setitem__(self, key, value) -> None:
+        if key in self:
+            self.move_to_end(key)
+        super().__setitem__(key, value)
+        while len(self) > self.cap:
+            self.popitem(last=False)
 
 
 class CacheFullError(AdaptersError, RuntimeError):

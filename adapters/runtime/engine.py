@@ -23,11 +23,12 @@ from typing import Callable
 import torch
 
 from adapters.errors import UsageError
-from adapters.runtime.cache import FAILED, LOADING, READY, AdapterInfo, CacheFullError, Entry, LRU
+from adapters.runtime.cache import FAILED, LOADING, READY, AdapterInfo, Bounded, CacheFullError, Entry, LRU
 from adapters.runtime.generate import Decoding
 from adapters.runtime.lora import LoraBank
 
 BASE = "__base__"
+MAX_FAILED = 64  # failed loads remembered (newest kept): their errors show in adapters()
 
 
 class UnknownAdapterError(UsageError, LookupError):
@@ -128,7 +129,8 @@ class Engine(Decoding):
         self._cache = LRU(max_adapters, max_bytes)
         self._refs: dict[str, str] = {}  # ref -> internal name
         self._pending: dict[str, tuple[AdapterInfo, threading.Event]] = {}  # ref -> LOADING
-        self._failed: dict[str, AdapterInfo] = {}  # ref -> FAILED (until retried or unloaded)
+        # ref -> FAILED (until retried or unloaded); bounded: a caller may try endless bad refs.
+        self._failed: Bounded[str, AdapterInfo] = Bounded(MAX_FAILED)
         gen_config = getattr(self.model, "generation_config", None)
         eos = getattr(gen_config, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
@@ -160,10 +162,14 @@ class Engine(Decoding):
             pending[1].wait()  # another thread is loading it; then look again
 
         try:
+            from store.errors import InvalidName
+
             try:
                 path = Path(self._resolve(ref))
             except UnknownAdapterError:
                 raise
+            except InvalidName as exc:  # no adapter can have this name: nothing to remember
+                raise UnknownAdapterError(exc.message, exc.hint) from None
             except (LookupError, FileNotFoundError) as exc:  # a store resolver's own "not found"
                 raise UnknownAdapterError(f"unknown adapter '{ref}': {exc}", "check the ref") from None
             if not (path / "adapter_config.json").is_file():

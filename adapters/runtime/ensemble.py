@@ -1,7 +1,7 @@
 """Ensembles at serve time: one ref that stands for several adapters whose predictions are averaged.
 
     ensemble:a@1+b@2              equal weights
-    ensemble:a@1*0.7+b@2*0.3      weights (normalised to sum 1)
+    ensemble:a@1*0.7+b@2*0.3      weights (finite, > 0, normalised to sum 1)
 
 Wherever a ref is accepted (``Engine.classify``/``generate``/``stream``, the HTTP ``model`` field,
 the Python API), an ensemble ref is expanded into one row per member *inside the same mixed batch*,
@@ -69,15 +69,20 @@ def parse(ref: str) -> Ensemble:
                                 hint) from None
         if not member or is_ensemble(member):
             raise EnsembleError(f"invalid ensemble ref {ref!r}: members are adapter refs (no nesting)", hint)
-        if not math.isfinite(w) or w < 0:
-            raise EnsembleError(f"invalid ensemble ref {ref!r}: weights are numbers >= 0, got {weight!r}",
-                                "an ensemble averages its members; it cannot subtract one")
+        if not math.isfinite(w) or w <= 0:
+            raise EnsembleError(f"invalid ensemble ref {ref!r}: weights are finite numbers > 0, got {weight!r}",
+                                "an ensemble averages its members; leave a member out rather than weigh it 0")
         members.append(member)
         weights.append(w)
     total = sum(weights)
-    if total <= 0:
-        raise EnsembleError(f"invalid ensemble ref {ref!r}: the weights sum to 0", hint)
-    return Ensemble(ref, tuple(members), tuple(w / total for w in weights))
+    if not math.isfinite(total):  # 1e308 + 1e308: every normalised weight would be 0
+        raise EnsembleError(f"invalid ensemble ref {ref!r}: the weights sum to more than a float can hold",
+                            "only their ratios matter: write ensemble:a*0.7+b*0.3")
+    normalised = tuple(w / total for w in weights)
+    if not all(normalised):  # 1e-320 next to 1: the small weight underflows to 0
+        raise EnsembleError(f"invalid ensemble ref {ref!r}: a weight is too small next to the others to count",
+                            "leave that member out, or give weights of similar size")
+    return Ensemble(ref, tuple(members), normalised)
 
 
 class RowPlan:

@@ -6,6 +6,10 @@ server resolves refs through the store, re-hashing the files before a load.
 
     app = create_app(engine, api_key="...", limits=Limits(max_tokens=256), store_root=None)
     uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Before a request reaches a route, ``Gate`` checks the Host header (see ``hosts.py``), the API key
+and the body size (from Content-Length, then counted as the body streams in), so a refused request
+costs no parsing and no engine time, and the event loop stays free for other clients.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.server.errors import APIError, error_json, translate
+from adapters.server.errors import APIError, BodyTooLarge, error_json, translate
 from adapters.server.handlers import Server
+from adapters.server.hosts import HostCheck
 from adapters.server.limits import Limits
 from adapters.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.server.refs import looks_like_path, store_resolver
@@ -43,8 +48,10 @@ __all__ = ["Limits", "create_app", "looks_like_path", "store_resolver"]
 
 
 ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in [
-    (401, "missing or wrong API key"), (404, "unknown adapter or model"), (409, "adapter trained on another base"),
-    (422, "invalid request"), (503, "overloaded")]}
+    (400, "a Host header this server does not answer"), (401, "missing or wrong API key"),
+    (404, "unknown adapter or model"), (409, "adapter trained on another base"),
+    (413, "request body over the server's max_body_bytes"), (422, "invalid request"), (503, "overloaded")]}
+GET_ERRORS = {code: ERRORS[code] for code in (400, 401)}
 # With stream=true: server-sent events; in OpenAPI 3.1 `schema` describes one event.
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
     "data": {"type": "string", "description": "one JSON chunk (OpenAI's chunk format), or [DONE] last"},
@@ -55,10 +62,13 @@ SSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
 
 def create_app(engine, *, api_key: str | None = None, limits: Limits | None = None,
                store_root: str | Path | None = None, served_name: str | None = None,
-               metrics: Metrics | None = None) -> FastAPI:
+               metrics: Metrics | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """An app serving ``engine``. ``served_name`` is the base's model name (default: a built-in's
-    name, else the directory's name); the base's full id is accepted as well."""
-    server = Server(engine, limits or Limits(), store_root, served_name, metrics or Metrics())
+    name, else the directory's name); the base's full id is accepted as well. ``allowed_hosts``:
+    the Host header values answered (default: loopback names when bound to a loopback address,
+    else any; ``["*"]``: any)."""
+    limits = limits or Limits()
+    server = Server(engine, limits, store_root, served_name, metrics or Metrics())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -72,7 +82,8 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
                   description="OpenAI-compatible serving of many adapters on one resident base.")
     app.state.server = server
 
-    app.add_middleware(Gate, server=server, api_key=api_key or None)
+    app.add_middleware(Gate, server=server, api_key=api_key or None, hosts=HostCheck(allowed_hosts),
+                       max_body_bytes=limits.max_body_bytes)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -85,14 +96,8 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_json(422, "the request body is not valid JSON", "invalid_request_error", "invalid_json")
-        parts = []
-        for e in errors[:5]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
-        first = errors[0].get("loc", ()) if errors else ()
-        param = ".".join(str(x) for x in first if x != "body") or None
-        return error_json(422, "; ".join(parts) or "invalid request", "invalid_request_error", "invalid_request",
-                          param)
+        message, code, param = validation_message(errors)
+        return error_json(422, message, "invalid_request_error", code, param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -101,7 +106,8 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
                               "invalid_json")
         kind = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}.get(
             exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
-        return error_json(exc.status_code, str(exc.detail), kind, None, headers=getattr(exc, "headers", None))
+        return error_json(exc.status_code, str(exc.detail), kind, getattr(exc, "error_code", None),
+                          headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
@@ -120,7 +126,7 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
     async def classify(body: ClassifyRequest):
         return await server.classify(body)
 
-    @app.get("/v1/models", response_model=ModelList, responses={401: ERRORS[401]})
+    @app.get("/v1/models", response_model=ModelList, responses=GET_ERRORS)
     async def models():
         return await server.models()
 
@@ -132,13 +138,14 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
     async def unload_adapter(body: AdapterRequest):
         return await server.unload(body.adapter)
 
-    @app.get("/health", response_model=Health, responses={503: ERRORS[503]})
+    @app.get("/health", response_model=Health, responses={400: ERRORS[400], 503: ERRORS[503]})
     async def health():
         h = server.health()
         return JSONResponse(h.model_dump(), status_code=200 if h.status == "ok" else 503)
 
     @app.get("/metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"}})
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"},
+                        400: ERRORS[400]})
     async def metrics_endpoint():
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -146,21 +153,32 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
 
 
 class Gate:
-    """ASGI middleware: bearer auth on /v1 when a key is set, and request metrics (status code and
-    latency to the response's first byte, labelled by route template)."""
+    """ASGI middleware: the Host check, bearer auth on /v1 when a key is set, the body-size limit,
+    and request metrics (status code and latency to the response's first byte, labelled by route
+    template)."""
 
-    def __init__(self, app, server: "Server", api_key: str | None):
-        self.app, self.server, self.key = app, server, api_key
+    def __init__(self, app, server: "Server", api_key: str | None, hosts: HostCheck, max_body_bytes: int):
+        self.app, self.server, self.key, self.hosts, self.max_body = app, server, api_key, hosts, max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.monotonic()
-        if self.key and scope["path"].startswith("/v1") and not self._authorized(scope):
-            response = error_json(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                  "authentication_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-            self.server.count(scope, 401, time.monotonic() - started)
-            return await response(scope, receive, send)
+        refused = self._refusal(scope)
+        if refused is not None:
+            self.server.count(scope, refused.status_code, time.monotonic() - started)
+            return await refused(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+            return message
+
         seen = {"status": None}
 
         async def observed(message):
@@ -170,10 +188,26 @@ class Gate:
             await send(message)
 
         try:
-            await self.app(scope, receive, observed)
+            await self.app(scope, limited, observed)
         finally:
             if seen["status"] is None:
                 self.server.count(scope, 500, time.monotonic() - started)
+
+    def _refusal(self, scope) -> JSONResponse | None:
+        """The response for a request refused before it is read, or None."""
+        if not self.hosts.allowed(scope):
+            return error_json(400, f"this server does not answer requests for the Host in this request; it "
+                              f"answers {self.hosts.describe()} (start it with --allowed-hosts to add names)",
+                              "invalid_request_error", "invalid_host")
+        if self.key and scope["path"].startswith("/v1") and not self._authorized(scope):
+            return error_json(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                              "authentication_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        length = _content_length(scope)
+        if length is not None and length > self.max_body:
+            exc = BodyTooLarge(self.max_body)
+            return error_json(413, exc.detail, "invalid_request_error", exc.error_code,
+                              headers={"Connection": "close"})
+        return None
 
     def _authorized(self, scope) -> bool:
         for name, value in scope.get("headers", []):
@@ -181,3 +215,70 @@ class Gate:
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.key.encode())
         return False
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def validation_message(errors: list[dict]) -> tuple[str, str, str | None]:
+    """One message, an error code and the first bad field for pydantic's errors. Options the
+    schema pins to their no-op value say "not supported"; a union's errors are told once per
+    field, not once per member of the union."""
+    parts, code, param = [], "invalid_request", None
+    seen = set()
+    # A union (str | list[str]) reports one error per member; the member of the right type says why.
+    specific = {_top(e) for e in errors if not e.get("type", "").endswith("_type")}
+    errors = [e for e in errors if not (e.get("type", "").endswith("_type") and _top(e) in specific)] or errors
+    for e in errors:
+        loc = [x for x in e.get("loc", ()) if x != "body"]
+        field = ".".join(str(x) for x in _plain(loc)) or "body"
+        top = str(loc[0]) if loc else "body"
+        kind = e.get("type", "")
+        if kind == "invalid_unicode":
+            field = str((e.get("ctx") or {}).get("field") or field)
+            text, this, where = e.get("msg", "invalid text"), "invalid_unicode", field
+        elif top in UNSUPPORTED:
+            text, this, where = UNSUPPORTED[top], "unsupported", top
+        elif top == "adapter" and kind == "string_pattern_mismatch":
+            text, this, where = ("the adapter looks like a filesystem path; adapters are loaded by store ref "
+                                 "only (name, name@3, name@alias, sha256:<hex>)"), "path_not_allowed", top
+        elif top in ("prompt", "input") and kind in ("string_too_short", "too_short"):
+            text, this, where = f"{top} is empty; send at least one non-empty text", f"empty_{top}", top
+        else:
+            text, this, where = f"{field}: {e.get('msg', 'invalid')}", "invalid_request", field
+        if param is None:
+            param, code = where, this
+        if top in seen:
+            continue  # a union's members each report the same field: tell it once
+        seen.add(top)
+        parts.append(text)
+        if len(parts) == 5:
+            break
+    return "; ".join(parts) or "invalid request", code, param
+
+
+UNSUPPORTED = {
+    "echo": "echo is not supported by this server; leave it out or send false",
+    "logprobs": "logprobs are not supported by this server; leave them out or send null",
+    "presence_penalty": "presence_penalty is not supported by this server; leave it out or send 0",
+    "frequency_penalty": "frequency_penalty is not supported by this server; leave it out or send 0",
+}
+
+
+def _top(error: dict) -> str:
+    loc = [x for x in error.get("loc", ()) if x != "body"]
+    return str(loc[0]) if loc else "body"
+
+
+def _plain(loc: list) -> list:
+    """A location without pydantic's union-member tags (``constrained-str``, ``list[str]``)."""
+    return [x for x in loc if not (isinstance(x, str) and (x in ("str", "int", "float", "bool", "none")
+                                                           or "[" in x or x.startswith(("constrained-",
+                                                                                        "function-"))))]

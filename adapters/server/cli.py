@@ -20,6 +20,7 @@ from adapters.config import ComputeDtypeKind, QuantKind
 class LimitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    max_body_bytes: int = Field(4 * 2**20, ge=1)
     max_prompt_chars: int = Field(32_000, ge=1)
     max_prompt_tokens: int = Field(2048, ge=1)
     max_tokens: int = Field(512, ge=1)
@@ -42,6 +43,9 @@ class ServeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: Optional[str] = None
+    allowed_hosts: Optional[list[str]] = Field(
+        None, description="Host header values answered; default: loopback names when bound to a loopback "
+        "address, else any; ['*']: any")
     store: Optional[str] = None
     served_name: Optional[str] = None
     max_adapters: int = Field(64, ge=1)
@@ -96,7 +100,8 @@ def build(cfg: ServeConfig):
             raise UsageError(f"cannot preload adapter '{ref}': {message}",
                              getattr(exc, "hint", None) or "check `adapters list`") from None
     limits = Limits(**{f.name: getattr(cfg.limits, f.name) for f in fields(Limits)})
-    app = create_app(engine, api_key=cfg.api_key, limits=limits, store_root=cfg.store, served_name=cfg.served_name)
+    app = create_app(engine, api_key=cfg.api_key, limits=limits, store_root=cfg.store, served_name=cfg.served_name,
+                     allowed_hosts=cfg.allowed_hosts)
     return engine, app
 
 
@@ -121,6 +126,12 @@ def serve(
     max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Rows per engine call."),
     max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="How long a batch waits to fill."),
     max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Rows waiting before 503s."),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes",
+                                                 help="Largest request body in bytes; beyond: 413 (default 4 MiB)."),
+    allowed_hosts: Optional[str] = typer.Option(
+        None, "--allowed-hosts", help="Comma-separated Host header values to answer (e.g. "
+        "'localhost,my-box.lan', '*.example.org', or '*' for any). Default: only localhost, 127.0.0.1 and [::1] "
+        "when bound to a loopback address (a guard against DNS rebinding), any otherwise."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default info)."),
 ) -> None:
     """Serve adapters over an OpenAI-compatible HTTP API (one resident base, many adapters)."""
@@ -131,7 +142,9 @@ def serve(
                  "port": port, "api_key": api_key or os.environ.get("ADAPTERS_API_KEY") or None,
                  "store": str(store) if store else None, "served_name": served_name, "max_tokens": max_tokens,
                  "max_prompt_tokens": max_prompt_tokens, "max_batch_size": max_batch_size,
-                 "max_wait_ms": max_wait_ms, "max_queue": max_queue, "log_level": log_level}
+                 "max_wait_ms": max_wait_ms, "max_queue": max_queue, "max_body_bytes": max_body_bytes,
+                 "allowed_hosts": [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None,
+                 "log_level": log_level}
     cfg = load_config(config, overrides)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         typer.echo(f"warning: binding {cfg.host} without an API key; anyone who can reach it can use it "

@@ -1,4 +1,11 @@
-"""The request handling behind the routes, kept apart from the FastAPI wiring in ``app.py``."""
+"""The request handling behind the routes, kept apart from the FastAPI wiring in ``app.py``.
+
+Work is bounded before it is done: a request's row count is checked before any row is tokenized,
+a prompt's characters before its tokens, and tokenizing and chat templates run in a thread of
+their own, so one large request never holds up the event loop (other clients, ``/health``).
+What the server remembers per name (lineage, prefix lengths) is capped, so a client sending
+endless distinct refs cannot grow its memory.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.runtime.cache import Bounded
 from adapters.server.batcher import Batcher
-from adapters.server.errors import invalid, not_found, translate
+from adapters.server.errors import invalid, not_found, redact, translate
 from adapters.server.limits import Limits
 from adapters.server.metrics import Metrics
 from adapters.server.refs import looks_like_path
@@ -36,6 +44,8 @@ from adapters.server.schemas import (
 from adapters.server.streaming import Streaming, include_usage
 
 BASE_ROW = None  # the engine's adapter value for "no adapter"
+MAX_VERSION = 2**63 - 1  # the store numbers versions in SQLite integers
+REMEMBERED = 1024  # refs whose lineage and prefix length are kept
 
 
 @dataclass
@@ -60,6 +70,9 @@ class Server(Streaming):
         base_id = engine.base.id
         self.base_name = served_name or (base_id if getattr(engine.base, "builtin", False) else Path(base_id).name)
         self.base_names = {self.base_name, base_id, "__base__"}
+        # The base's id is a folder for a local base: clients see its name only.
+        self.base_root = base_id if getattr(engine.base, "builtin", False) or not Path(base_id).is_absolute() \
+            else self.base_name
         self.created = int(time.time())
         # The engine's tokenizer is used from its worker threads; count tokens with a copy so the
         # event loop never touches a tokenizer another thread is using.
@@ -76,8 +89,10 @@ class Server(Streaming):
         self._resident = 0
         self._stream_executor: ThreadPoolExecutor | None = None
         self._control = ThreadPoolExecutor(8, thread_name_prefix="adapters-control")  # loads, listings
-        self._lineage: dict[tuple[str, str | None], dict] = {}
-        self._virtual: dict[str, int] = {}  # ref -> prefix virtual tokens (they take positions)
+        # One thread owns self.tokenizer (a fast tokenizer is not safe to share between threads).
+        self._text = ThreadPoolExecutor(1, thread_name_prefix="adapters-tokenize")
+        self._lineage: Bounded[tuple[str, str | None], dict] = Bounded(REMEMBERED)
+        self._virtual: Bounded[str, int] = Bounded(REMEMBERED)  # ref -> prefix virtual tokens (they take positions)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -87,6 +102,7 @@ class Server(Streaming):
     async def stop(self) -> None:
         await self.batcher.stop()
         self._control.shutdown(wait=False, cancel_futures=True)
+        self._text.shutdown(wait=False, cancel_futures=True)
         if self._stream_executor is not None:
             self._stream_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -114,6 +130,9 @@ class Server(Streaming):
     async def _thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._control, fn, *args)
 
+    async def _tokenizing(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._text, fn, *args)
+
     def _id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -126,7 +145,7 @@ class Server(Streaming):
             raise invalid(f"model '{model}' looks like a filesystem path; name an adapter by its store ref "
                           "(name, name@3, name@alias, sha256:<hex>) or the base by its name "
                           f"('{self.base_name}')", "path_not_allowed", "model")
-        return model
+        return canonical_ref(model)
 
     async def ensure(self, ref: str):
         """Make ``ref`` resident (off the event loop) and return its AdapterInfo."""
@@ -153,7 +172,8 @@ class Server(Streaming):
             try:
                 with Store(self.store_root) as s:
                     v = s.resolve(ref)
-                    got = {"version": v.ref, "digest": v.digest, "created": v.created, "lineage": dict(v.lineage)}
+                    got = {"version": v.ref, "digest": v.digest, "created": v.created,
+                           "lineage": redact(dict(v.lineage))}
             except Exception:
                 got = {}
             self._lineage[(ref, content)] = got
@@ -165,18 +185,23 @@ class Server(Streaming):
                              bytes=info.bytes, version=lin.get("version"), digest=lin.get("digest"))
 
     async def load(self, ref: str) -> AdapterStatus:
-        self._check_ref(ref)
+        ref = self._check_ref(ref)
         info = await self.ensure(ref)
         return await self._thread(self._status, ref, info)
 
     async def unload(self, ref: str) -> AdapterStatus:
-        self._check_ref(ref)
+        ref = self._check_ref(ref)
 
         def work():
             infos = {r: i for i in self.engine.adapters() for r in (i.refs or [i.ref])}
             info = infos.get(ref)
+            if info is not None and info.state == "FAILED":
+                self.engine.unload(ref)  # forgets the failure; there was nothing resident to unload
+                raise not_found(f"adapter '{ref}' is not loaded (its last load failed), so there is nothing "
+                                "to unload; see GET /v1/models for the loaded adapters", "adapter_not_loaded")
             if info is None or info.state == "LOADING":
-                raise not_found(f"adapter '{ref}' is not loaded", "adapter_not_loaded")
+                raise not_found(f"adapter '{ref}' is not loaded, so there is nothing to unload; see "
+                                "GET /v1/models for the loaded adapters", "adapter_not_loaded")
             if info.name:
                 self.metrics.expect_unload({info.name})
             self.engine.unload(ref)
@@ -193,16 +218,17 @@ class Server(Streaming):
         except Exception as exc:
             raise translate(exc) from None
 
-    def _check_ref(self, ref: str) -> None:
+    def _check_ref(self, ref: str) -> str:
         if looks_like_path(ref):
             raise invalid(f"'{ref}' looks like a filesystem path; adapters are loaded by store ref only "
                           "(name, name@3, name@alias, sha256:<hex>)", "path_not_allowed", "adapter")
         if ref in self.base_names:
             raise invalid(f"'{ref}' is the base model, not an adapter", "not_an_adapter", "adapter")
+        return canonical_ref(ref)
 
     async def models(self) -> ModelList:
         def work() -> ModelList:
-            cards = [ModelCard(id=self.base_name, created=self.created, root=self.engine.base.id, parent=None,
+            cards = [ModelCard(id=self.base_name, created=self.created, root=self.base_root, parent=None,
                                state="READY", task="causal-lm" if self.engine.is_decoder else "encoder")]
             for info in self.engine.adapters():
                 if info.state == "FAILED":
@@ -225,11 +251,20 @@ class Server(Streaming):
                           "max_tokens_exceeded", "max_tokens")
         return n
 
+    def _check_chars(self, chars: int, param: str) -> None:
+        if chars > self.limits.max_prompt_chars:
+            raise invalid(f"the prompt has {chars} characters; this server's limit is "
+                          f"{self.limits.max_prompt_chars}", "prompt_too_long", param)
+
+    def _check_rows(self, rows: int) -> None:
+        if rows > self.limits.max_batch_size:
+            raise invalid(f"{rows} rows in one request (prompts x n, or inputs); this server's limit is "
+                          f"{self.limits.max_batch_size}: split the request", "too_many_inputs")
+
     def _check_prompt(self, text: str, adapter: str | None, new_tokens: int, param: str,
                       special: bool = False) -> int:
-        if len(text) > self.limits.max_prompt_chars:
-            raise invalid(f"the prompt has {len(text)} characters; this server's limit is "
-                          f"{self.limits.max_prompt_chars}", "prompt_too_long", param)
+        """In the tokenizing thread: the prompt's token count, checked against the limits."""
+        self._check_chars(len(text), param)
         n = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
         if n == 0:
             raise invalid("the prompt is empty (no tokens)", "empty_prompt", param)
@@ -287,10 +322,17 @@ class Server(Streaming):
 
     async def chat(self, body: ChatCompletionRequest):
         self._unsupported(body)
+        self._check_rows(body.n)
+        # The rendered prompt holds at least every role and content: refuse before rendering it.
+        self._check_chars(sum(len(m.role) + len(m.text()) for m in body.messages), "messages")
         adapter = await self._generation_adapter(body.model)
         new = self._max_tokens(body.max_completion_tokens or body.max_tokens, self.limits.default_max_tokens)
-        prompt = self.chat_prompt(body.messages)
-        used = self._check_prompt(prompt, adapter, new, "messages")
+
+        def prepare():
+            prompt = self.chat_prompt(body.messages)
+            return prompt, self._check_prompt(prompt, adapter, new, "messages")
+
+        prompt, used = await self._tokenizing(prepare)
         row = Row(prompt, adapter, new, body.temperature, body.top_p, body.seed, self._stops(body.stop))
         if body.stream:
             self._stream_checks(body, 1)
@@ -306,15 +348,20 @@ class Server(Streaming):
 
     async def complete(self, body: CompletionRequest):
         self._unsupported(body)
+        if not isinstance(body.prompt, str):
+            self._check_rows(len(body.prompt) * body.n)
         adapter = await self._generation_adapter(body.model)
         new = self._max_tokens(body.max_tokens, 16)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise invalid("prompt: an empty list", "empty_prompt", "prompt")
-        stops = self._stops(body.stop)
-        used, rows = 0, []
+        self._check_rows(len(prompts) * body.n)
         for p in prompts:
-            used += self._check_prompt(p, adapter, new, "prompt")
+            self._check_chars(len(p), "prompt")
+        stops = self._stops(body.stop)
+        used = sum(await self._tokenizing(lambda: [self._check_prompt(p, adapter, new, "prompt") for p in prompts]))
+        rows = []
+        for p in prompts:
             rows += _choices(Row(p, adapter, new, body.temperature, body.top_p, body.seed, stops), body.n)
         if body.stream:
             self._stream_checks(body, len(prompts))
@@ -327,9 +374,7 @@ class Server(Streaming):
                                   usage=Usage(prompt_tokens=used, completion_tokens=out, total_tokens=used + out))
 
     async def _submit(self, kind: str, adapter: str | None, rows: list) -> list:
-        if len(rows) > self.limits.max_batch_size:
-            raise invalid(f"{len(rows)} rows in one request (prompts x n); this server's limit is "
-                          f"{self.limits.max_batch_size}", "too_many_inputs")
+        self._check_rows(len(rows))
         try:
             return await self.batcher.submit(kind, adapter, rows)
         except Exception as exc:
@@ -352,15 +397,38 @@ class Server(Streaming):
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise invalid("input: an empty list", "empty_input", "input")
+        self._check_rows(len(texts))
+        for t in texts:
+            self._check_chars(len(t), "input")
         info = await self.ensure(adapter)
         if info.task != "classification":
             raise invalid(f"'{body.model}' is a {info.task} adapter, not a classifier", "wrong_task", "model")
-        used = sum(self._check_prompt(t, adapter, 0, "input", special=True) for t in texts)
+        used = sum(await self._tokenizing(
+            lambda: [self._check_prompt(t, adapter, 0, "input", special=True) for t in texts]))
         results = await self._submit("classify", adapter, [(t, adapter) for t in texts])
         data = [ClassifyResult(index=i, label=r["label"], probabilities=r["probabilities"])
                 for i, r in enumerate(results)]
         return ClassifyResponse(id=self._id("cls"), created=int(time.time()), model=body.model, data=data,
                                 usage=Usage(prompt_tokens=used, total_tokens=used))
+
+
+def canonical_ref(ref: str) -> str:
+    """``ref`` as the engine should remember it: refs that differ only in the case of a content
+    id are one ref, and a version number the store cannot hold is refused here (404)."""
+    from adapters.runtime.ensemble import is_ensemble
+
+    members = [m.rpartition("*")[0] if "*" in m else m for m in ref[len("ensemble:"):].split("+")] \
+        if is_ensemble(ref) else [ref]
+    for member in members:
+        name, at, version = member.strip().partition("@")
+        if at and version.isdigit() and int(version) > MAX_VERSION:
+            raise not_found(f"no adapter '{name}' has a version {version} (versions are numbered 1, 2, 3 ... "
+                            f"by the store); see `adapters list {name}` for its versions")
+    if ref != ref.strip():
+        raise not_found(f"no adapter is named {ref!r}: refs have no spaces around them")
+    if ref[:7].lower() == "sha256:":
+        return "sha256:" + ref[7:].lower()
+    return ref
 
 
 def _choices(row: Row, n: int) -> list[Row]:

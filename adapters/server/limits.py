@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; over a limit is a 422, a full queue a 503."""
+    """What one request may ask for; over a limit is a 422 (a body over max_body_bytes a 413), a
+    full queue a 503. Each is checked before the work it bounds: the body size before it is read
+    whole, the row count before any row is tokenized, the characters before the tokens."""
 
+    max_body_bytes: int = 4 * 2**20  # request body (Content-Length, or counted while it streams in); beyond: 413
     max_prompt_chars: int = 32_000  # per prompt, message list or classify input
     max_prompt_tokens: int = 2048  # also capped by the base's context length
     max_tokens: int = 512  # generated tokens per completion

@@ -1,22 +1,68 @@
 """Request and response models of the HTTP API, shaped like OpenAI's (and vLLM's) where one exists.
 
-Unknown request fields are ignored (clients send ``user``, ``logit_bias`` ...); fields we accept
-but cannot honour are refused with a 422 by the handlers, never silently dropped when they would
-change the answer. Limits that depend on the server's configuration (max_tokens, prompt length)
-are checked by the handlers, so this spec stays the same for every deployment.
+Unknown request fields are ignored (clients send ``user``, ``logit_bias`` ...). Options the server
+cannot honour are typed so that only their no-op values validate (``echo: false``, ``logprobs:
+null``), so the spec says exactly what is accepted and generated clients and fuzzers are not
+misled. Limits that depend on the server's configuration (max_tokens, prompt length, rows per
+request, body size) are checked by the server, so this spec stays the same for every deployment.
+
+Every string of a request body must be valid Unicode: JSON may spell a lone UTF-16 surrogate
+(``"\\ud800"``), which no tokenizer, store or response encoder can take, so it is refused with a
+422 naming the field.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_SEED = 2**63 - 1
+# A store ref or ensemble ref, never a filesystem path: no slash or backslash, not starting with
+# '.' or '~', no drive letter ('C:'). The same rule as ``refs.looks_like_path``, written without
+# look-arounds so that fuzzers can generate from it.
+NOT_A_PATH = r"^(?:[^./\\~A-Za-z][^/\\]*|[A-Za-z](?:[^:/\\][^/\\]*)?)$"
+Prompt = Annotated[str, Field(min_length=1)]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class _Body(_Request):
+    """A whole request body: every string in it is checked for lone surrogates first."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = _surrogate(data, ())
+        if where is not None:
+            field = ".".join(str(p) for p in where) or "body"
+            raise PydanticCustomError(
+                "invalid_unicode", "{field} holds a lone UTF-16 surrogate (such as \\ud800), which is not valid "
+                "Unicode; send UTF-8 text (a character outside the BMP is one escaped pair, e.g. \\ud83d\\ude00)",
+                {"field": field})
+        return data
+
+
+def _surrogate(value: Any, path: tuple) -> tuple | None:
+    """The path to the first string (key or value) holding a lone surrogate, else None."""
+    stack = [(value, path)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():  # a key is checked before any path that names it
+                stack.append((item, (*path, key)))
+                stack.append((key, path))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+    return None
 
 
 class _Response(BaseModel):
@@ -36,27 +82,32 @@ class ErrorResponse(BaseModel):
 
 
 # ---- sampling options shared by both completion endpoints -----------------------------------------
-class _Sampling(_Request):
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
     model: str = Field(min_length=1, max_length=300, description="an adapter ref (name, name@3, name@alias, "
                        "sha256:<hex>) or the base model's name for the bare base")
     max_tokens: int | None = Field(None, ge=1, description="tokens to generate (at most the server's limit)")
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy decoding")
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=16, description="completions per prompt")
-    stop: str | list[str] | None = Field(None, description="up to 4 stop strings")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(None, description="up to 4 stop strings")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    logprobs: Any = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    stream_options: StreamOptions | None = None
+    logprobs: Literal[False, 0] | None = Field(None, description="not supported: only null, false or 0")
+    presence_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
+    frequency_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
     user: str | None = None
 
 
 # ---- /v1/completions -----------------------------------------------------------------------------
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] = Field(description="raw text (no chat template), or a list of texts")
-    echo: bool = False
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1)] = Field(
+        description="raw text (no chat template), or a list of texts")
+    echo: Literal[False] = Field(False, description="not supported: only false")
     max_tokens: int | None = Field(16, ge=1, description="tokens to generate (at most the server's limit)")
 
 
@@ -151,9 +202,9 @@ class ModelList(BaseModel):
 
 
 # ---- /v1/classify ------------------------------------------------------------------------------------
-class ClassifyRequest(_Request):
+class ClassifyRequest(_Body):
     model: str = Field(min_length=1, max_length=300, description="a classification adapter's ref")
-    input: str | list[str] = Field(description="one text or a list of texts")
+    input: str | Annotated[list[str], Field(min_length=1)] = Field(description="one text or a list of texts")
 
 
 class ClassifyResult(BaseModel):
@@ -172,8 +223,8 @@ class ClassifyResponse(_Response):
 
 
 # ---- /v1/adapters/load, /v1/adapters/unload ---------------------------------------------------------
-class AdapterRequest(_Request):
-    adapter: str = Field(min_length=1, max_length=300,
+class AdapterRequest(_Body):
+    adapter: str = Field(min_length=1, max_length=300, pattern=NOT_A_PATH,
                          description="a store ref (name, name@3, name@alias, sha256:<hex>); never a path")
 
 

@@ -129,4 +129,4 @@ def sse(obj: dict) -> str:
 
 
 def include_usage(body) -> bool:
-    return bool((body.stream_options or {}).get("include_usage"))
+    return bool(body.stream_options and body.stream_options.include_usage)

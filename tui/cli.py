@@ -3,6 +3,7 @@ loads when the command runs."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,14 @@ def tui(
     tab: str = typer.Option("store", "--tab", help="Tab to open: store, train or playground."),
 ) -> None:
     """Open the terminal UI: browse the store, launch and watch training, try adapters side by side."""
+    # Without a terminal Textual cannot read keys or size its screen, and it would wait forever.
+    redirected = [name for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout))
+                  if stream is None or not stream.isatty()]
+    if redirected:
+        verb = "is" if len(redirected) == 1 else "are"
+        typer.echo(f"error: adapters tui needs a terminal ({' and '.join(redirected)} {verb} not one); "
+                   "run it in a terminal, not in a pipe or with input redirected", err=True)
+        raise typer.Exit(2)
     from tui.app import AdaptersApp
 
     AdaptersApp(store_root=store, configs_dir=configs, server_url=connect, api_key=api_key, initial_tab=tab).run()

@@ -70,10 +70,10 @@ def _read_file(path: Path) -> Table:
         raise DataError(f"unsupported data file type: {path.name}",
                         "use CSV (.csv/.tsv), JSON lines (.jsonl/.json), or Parquet (.parquet), "
                         "optionally .gz or .bz2 compressed")
-    header_only = False
+    columns_only = ""  # how a file with columns but no rows is described
     if kind == "parquet":
         table = _read_parquet(path)
-        header_only = bool(table)
+        columns_only = "columns but " if table else ""
     else:
         text = _read_text(path, opener)
         if kind in ("csv", "tsv"):
@@ -84,7 +84,7 @@ def _read_file(path: Path) -> Table:
             except csv.Error as exc:
                 raise DataError(f"{path} is not valid CSV near line {reader.line_num}: {exc}",
                                 "fix the quoting on that line, or save the file again as CSV") from None
-            header_only = bool(reader.fieldnames)
+            columns_only = "a header but " if reader.fieldnames else ""
         else:
             table = _read_json(text, path)
     if not _row_count(table):
@@ -94,7 +94,7 @@ def _read_file(path: Path) -> Table:
         hint = "add labelled rows to it"
         if split in ("dev", "test"):
             hint += f", or remove it so that the {split} split is cut from train"
-        raise DataError(f"{path} is empty: it has {'a header but ' if header_only else ''}no data rows", hint)
+        raise DataError(f"{path} is empty: it has {columns_only}no data rows", hint)
     return table
 
 

@@ -186,7 +186,8 @@ def attach_adapter(model, adapter_dir: Path, base_name: str, is_trainable: bool 
         raise BaseMismatchError(
             f"adapter {adapter_dir} does not fit base '{base_name}': {detail}",
             (f"load it on the base it was trained for ('{recorded}')" if recorded and recorded != base_name
-             else "load it on the base it was trained for") + ", e.g. with --base") from None
+             else "load it on the base it was trained for")
+            + ": --base on the command line, the first argument of adapters.load()") from None
 
 
 def _first_mismatch(text: str) -> str:

@@ -284,7 +284,7 @@ def test_predict_and_eval_refuse_pickled_weights_and_say_how_to_convert_safely(p
 
 def test_engine_load_refuses_both_with_a_hinted_error(plain_peft, pickled, tiny_bert, other_bert):
     from adapters.errors import UsageError
-    from adapters.runtime import Engine
+    from adapters.runtime import READY, Engine
 
     engine = Engine(str(other_bert), quant="none", device="cpu")
     with pytest.raises(UsageError) as wrong_base:
@@ -295,7 +295,7 @@ def test_engine_load_refuses_both_with_a_hinted_error(plain_peft, pickled, tiny_
         engine.load(str(pickled))
     assert "safe_serialization=True" in pickle_only.value.hint
     assert "weights_only" not in pickle_only.value.message + pickle_only.value.hint
-    assert engine.load(str(plain_peft)).state == "ready"  # the right base still takes it
+    assert engine.load(str(plain_peft)).state == READY  # the right base still takes it
 
 
 # ------------------------------------------------------------------------------------ init_from

@@ -228,23 +228,21 @@ class Maintenance:
         if info is None:
             raise RefNotFound(f"{version.ref} has no file {relpath!r}",
                               hint=f"its files: {', '.join(sorted(version.files))}")
-        for attempt in (1, 2):
+        try:
+            return self._read_blob(version, relpath, info)
+        except (FileNotFoundError, fs.NotAStoredFile, fs.Mismatch):
+            pass
+        with self._locked():  # no writer is half-way now: look again
+            version = self._still_there(version, "read")
             try:
-                data = self._read_blob(version, relpath, info)
-                break
-            except (FileNotFoundError, fs.NotAStoredFile, fs.Mismatch) as exc:
-                if attempt == 1:
-                    with self._locked():
-                        version = self._still_there(version, "read")
-                    continue
-                if isinstance(exc, FileNotFoundError):
-                    msg = f"{version.ref}: {relpath} is missing"
-                elif isinstance(exc, fs.NotAStoredFile):
-                    msg = f"{version.ref}: {relpath} is a symbolic link, not the stored file"
-                else:
-                    msg = f"{version.ref}: {relpath} does not match its recorded sha256"
-                raise IntegrityError(msg, hint=_repair_hint(version)) from None
-        return data
+                return self._read_blob(version, relpath, info)
+            except FileNotFoundError:
+                msg = f"{version.ref}: {relpath} is missing"
+            except fs.NotAStoredFile:
+                msg = f"{version.ref}: {relpath} is a symbolic link, not the stored file"
+            except fs.Mismatch:
+                msg = f"{version.ref}: {relpath} does not match its recorded sha256"
+        raise IntegrityError(msg, hint=_repair_hint(version))
 
     def _read_blob(self, version: Version, rel: str, info: dict) -> bytes:
         fd = fs.open_inside(self.blobs, (info["sha256"][:2], info["sha256"]))

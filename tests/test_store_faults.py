@@ -227,6 +227,14 @@ def test_check_racing_rm_says_not_found_not_corrupt(store: Store, tmp_path: Path
         store.check("sent")
 
 
+def test_open_file_racing_rm_and_gc_says_not_found(store: Store, tmp_path: Path, monkeypatch):
+    store.put(adapter(tmp_path, "a"), "sent")
+    other = Store(store.root)
+    _remove_after_resolve(monkeypatch, store, other, "sent@1", gc=True)
+    with pytest.raises(RefNotFound, match="sent@1"):
+        store.open_file("sent", fs.CONFIG_FILE)
+
+
 def test_verify_racing_rm_and_gc_reports_nothing(store: Store, tmp_path: Path, monkeypatch):
     for tag in "abc":
         store.put(adapter(tmp_path, tag), "sent")

@@ -73,15 +73,19 @@ async def test_engine_load_swap_unload_and_side_by_side(bert_store, tiny_bert):
     app = demo_app(root, initial_tab="playground")
     async with app.run_test(size=SIZE) as pilot:
         play = app.playground
-        play.query_one("#engine-base").value = str(tiny_bert)
         play.query_one("#engine-quant").value = "none"
         play.query_one("#engine-device").value = "cpu"
-        await pilot.click("#engine-start")
+        base = play.query_one("#engine-base")
+        base.value = str(tiny_bert)
+        base.focus()
+        await pilot.press("enter")  # Enter in the field starts the engine, as the button does
         await wait_until(pilot, lambda: play.backend is not None, timeout=120, what="the engine")
         assert "engine" in str(play.query_one("#runtime-status").content)
 
-        play.query_one("#adapter-ref").value = refs[0]
-        await pilot.click("#adapter-load")
+        ref_field = play.query_one("#adapter-ref")
+        ref_field.value = refs[0]
+        ref_field.focus()
+        await pilot.press("enter")  # and Enter in the ref field loads it
         await wait_until(pilot, lambda: _resident(play) == [refs[0]], what="the load")
         assert play.resident[0].state == "READY" and play.resident[0].bytes > 0
 
@@ -180,6 +184,7 @@ async def test_merge_from_the_store_tab(bert_store):
         await pilot.press("m")
         assert isinstance(app.screen, MergeModal)
         dialog = app.screen
+        await wait_until(pilot, lambda: dialog.query("#dialog-ok"), what="the dialog's buttons")
         await pilot.click("#dialog-ok")  # one version only: the dialog says so and stays open
         assert "at least two" in str(dialog.query_one("#merge-problem").content)
         dialog.query_one(SelectionList).select("tui-lora-b@1")

@@ -35,6 +35,8 @@ STYLES = [Path(__file__).parent / name for name in
           ("app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss")]
 TABS = ("store", "train", "playground")
 FIRST_FOCUS = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}
+# The footer shows the tab keys as one item ("1 2 3 Tabs"); the help screen lists each.
+TAB_KEYS = Binding.Group("Tabs")
 
 
 def pane_class(tab: str) -> type[Widget]:
@@ -89,11 +91,14 @@ class AdaptersApp(App):
     CSS_PATH = STYLES
     COMMANDS = App.COMMANDS | {adapter_commands}
     BINDINGS = [
-        Binding("1", "show_tab('store')", "Store"),
-        Binding("2", "show_tab('train')", "Train"),
-        Binding("3", "show_tab('playground')", "Playground"),
+        Binding("1", "show_tab('store')", "Store", group=TAB_KEYS),
+        Binding("2", "show_tab('train')", "Train", group=TAB_KEYS),
+        Binding("3", "show_tab('playground')", "Playground", group=TAB_KEYS),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Reached only when nothing nearer the focus takes Escape (a dialog, an open list):
+        # it leaves a field, so the single-letter keys act again.
+        Binding("escape", "leave_field", "Leave the field", show=False),
     ]
 
     def __init__(self, store_root: str | Path | None = None, configs_dir: str | Path | None = None, *,
@@ -119,7 +124,7 @@ class AdaptersApp(App):
                 with TabPane(tab.capitalize(), id=tab):
                     # The hidden tabs (and their modules) load just after the first frame.
                     yield self.make_pane(tab) if tab == self.initial_tab else Deferred(partial(self.make_pane, tab))
-        yield Footer()
+        yield Footer(compact=True)
 
     def make_pane(self, tab: str) -> Widget:
         options = {"train": {"poll_interval": self.poll_interval},
@@ -150,7 +155,13 @@ class AdaptersApp(App):
         # After the switch has been drawn: a TabbedContent shows the pane that holds the focus,
         # so focusing first would switch straight back.
         # A tab pressed within the first frames may not have its pane yet (Deferred): nothing to focus.
-        self.call_after_refresh(lambda: [widget.focus() for widget in self.query(FIRST_FOCUS[tab])[:1]])
+        self.call_after_refresh(lambda: [pane.focus_main() for pane in self.query(f"#{tab}-pane")[:1]])
+
+    def action_leave_field(self) -> None:
+        """Focus the active tab's main widget (a table or list), where the tab's keys act."""
+        tab = str(self.query_one("#tabs", TabbedContent).active)
+        for pane in self.query(f"#{tab}-pane")[:1]:
+            pane.focus_main()
 
     # ---- messages between panes ---------------------------------------------------------------------
     def on_store_pane_retrain(self, message: StorePane.Retrain) -> None:
@@ -173,16 +184,19 @@ class AdaptersApp(App):
 
     def action_help(self) -> None:
         def keys(bindings) -> list[tuple[str, str]]:
+            # Every key with a description, also those the footer leaves out for want of room.
             out = []
             for b in bindings:
-                if isinstance(b, Binding) and b.show:
+                if isinstance(b, Binding) and b.description and b.action != "leave_field":
                     shown = " / ".join(self.get_key_display(replace(b, key=k)) for k in b.key.split(","))
-                    out.append((shown, b.description))
+                    described = f"{b.group.description}: {b.description}" if b.group else b.description
+                    out.append((shown, described))
             return out
 
         sections = [("everywhere", keys(self.BINDINGS) + [("ctrl+p", "command palette"),
                                                         ("tab / shift+tab", "next / previous field"),
-                                                        ("escape", "close a dialog")])]
+                                                        ("escape", "leave a field; close a dialog"),
+                                                        ("enter", "in a field: what its button does")])]
         sections += [(tab, keys(pane_class(tab).BINDINGS)) for tab in TABS]
         notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
                  "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]

@@ -15,9 +15,10 @@ from textual.widgets import Button, DataTable, Label, Select, Static, TabbedCont
 
 from tui.compare import ComparePane
 from tui.formatting import human_size
-from tui.widgets import ReportsWorkerErrors, TextField, fill_table
+from tui.widgets import FitTable, ReportsWorkerErrors, TextField, fill_table
 
 RESIDENT_COLUMNS = ["ref", "state", "task", "method", "memory", "version"]
+RESIDENT_PRIORITY = [0, 1, 3, 5, 2, 4]  # which stay when the table is narrow (lower stays longer)
 STATE_STYLES = {"READY": "green", "LOADING": "yellow", "FAILED": "red"}
 
 
@@ -28,8 +29,10 @@ def split_refs(text: str) -> list[str]:
 
 class PlaygroundPane(ReportsWorkerErrors, Vertical):
     BINDINGS = [
-        Binding("f5", "refresh_resident", "Refresh"),
+        Binding("r", "show('play-runtime')", "Runtime"),
+        Binding("c", "show('play-compare')", "Compare"),
         Binding("ctrl+s", "send", "Send"),
+        Binding("f5", "refresh_resident", "Refresh"),
     ]
 
     class Connected(Message):
@@ -77,7 +80,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
                     yield Button("Load", id="adapter-load", compact=True)
                     yield Button("Unload", id="adapter-unload", compact=True)
                     yield Button("Swap", id="adapter-swap", compact=True)
-                yield DataTable(id="resident-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="resident-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Compare", id="play-compare"):
                 with Horizontal(classes="bar"):
                     yield Label("adapters", classes="bar-label")
@@ -100,9 +103,24 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
         if self.server_url:  # `adapters tui --connect URL`
             self.connect(self.server_url, self.api_key)
 
+    def action_show(self, tab: str) -> None:
+        """A sub-tab; the Compare tab starts in its input field, where one types next."""
+        self.query_one("#play-tabs", TabbedContent).active = tab
+        self.query_one("#resident-table" if tab == "play-runtime" else "#compare-input").focus()
+
+    def focus_main(self) -> None:
+        """What Escape from a field comes back to: the resident table, or the Send button (the
+        Compare tab has no table), so the tab's keys act again."""
+        on_runtime = self.query_one("#play-tabs", TabbedContent).active == "play-runtime"
+        self.query_one("#resident-table" if on_runtime else "#compare-send").focus()
+
     # ---- connecting -------------------------------------------------------------------------------
+    @on(TextField.Submitted, "#engine-base")
+    def _base_submitted(self, event: TextField.Submitted) -> None:
+        self._start_pressed(event)
+
     @on(Button.Pressed, "#engine-start")
-    def _start_pressed(self, event: Button.Pressed) -> None:
+    def _start_pressed(self, event: Button.Pressed | TextField.Submitted) -> None:
         event.stop()
         base = self.query_one("#engine-base", TextField).value.strip()
         if not base:
@@ -126,8 +144,12 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
             raise
         self.post_message(self.Connected(backend))
 
+    @on(TextField.Submitted, "#server-url, #server-key")
+    def _server_submitted(self, event: TextField.Submitted) -> None:
+        self._connect_pressed(event)
+
     @on(Button.Pressed, "#server-connect")
-    def _connect_pressed(self, event: Button.Pressed) -> None:
+    def _connect_pressed(self, event: Button.Pressed | TextField.Submitted) -> None:
         event.stop()
         url = self.query_one("#server-url", TextField).value.strip()
         if not url:
@@ -191,6 +213,10 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
         if backend is not None:
             self.post_message(self.ResidentChanged(backend, backend.adapters()))
 
+    def on_fit_table_resized(self, message: FitTable.Resized) -> None:
+        # The resident table chooses its columns by the width it has.
+        self.on_playground_pane_resident_changed(self.ResidentChanged(self.backend, self.resident))
+
     def on_playground_pane_resident_changed(self, message: ResidentChanged) -> None:
         if message.backend is not self.backend:  # a late answer from a runtime since stopped
             return
@@ -198,7 +224,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
         table = self.query_one("#resident-table", DataTable)
         fill_table(table, RESIDENT_COLUMNS, [
             ([Text(row.ref), Text(row.state, style=STATE_STYLES.get(row.state, "")), row.task or "", row.method or "",
-              human_size(row.bytes), row.version or ""], row.ref) for row in message.rows])
+              human_size(row.bytes), row.version or ""], row.ref) for row in message.rows], priority=RESIDENT_PRIORITY)
         total = sum(r.bytes for r in message.rows)
         table.border_subtitle = f"{len(message.rows)} resident · {human_size(total)}" if message.rows else ""
 
@@ -214,8 +240,9 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
             return None
         return self.resident[table.cursor_row].ref
 
+    @on(TextField.Submitted, "#adapter-ref")
     @on(Button.Pressed, "#adapter-load")
-    def _load_pressed(self, event: Button.Pressed) -> None:
+    def _load_pressed(self, event: Button.Pressed | TextField.Submitted) -> None:
         event.stop()
         ref = self._typed_ref()
         if ref and self._need_backend():
@@ -254,7 +281,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
         self.app.call_from_thread(self.app.notify, done)
 
     # ---- side by side -----------------------------------------------------------------------------
-    @on(TextField.Submitted, "#compare-input")
+    @on(TextField.Submitted, "#compare-input, #compare-refs, #compare-max-tokens")
     def _input_submitted(self, event: TextField.Submitted) -> None:
         event.stop()
         self.action_send()

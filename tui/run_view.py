@@ -12,9 +12,28 @@ from textual_plotext import PlotextPlot
 
 from tui.formatting import HEADLINE_METRICS, duration, number
 from tui.runs import RunState
+from tui.widgets import FittedLine
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "bold green", "failed": "bold red",
                  "cancelled": "bold magenta", "stalled": "bold red", "starting": "dim"}
+
+
+def value_range(values: list[float]) -> tuple[float, float] | None:
+    """A y-range for values that are all the same (plotext would make up a span around them):
+    a tenth of the value either side (at least 0.05), not below 0 for values that are not."""
+    low, high = min(values), max(values)
+    if high > low:
+        return None
+    pad = max(abs(low) * 0.1, 0.05)
+    return (max(0.0, low - pad) if low >= 0 else low - pad), high + pad
+
+
+def step_range(run: RunState, steps: list[int]) -> tuple[float, float] | None:
+    """The x-range of the dev metric's plot: the steps the loss plot covers, so the two line up,
+    and never a single step (a point is drawn in the middle of a range around it)."""
+    first = min([s for s, _ in run.losses] + steps)
+    last = max([s for s, _ in run.losses] + steps)
+    return (first - 1, last + 1) if first == last else (first, last)
 
 
 def dev_metric(run: RunState) -> str | None:
@@ -70,17 +89,18 @@ class RunView(Vertical):
                 title.append(f"\nhint: {run.hint}", style="yellow")
         self.query_one("#run-title", Static).update(title)
         self.query_one(ProgressBar).update(total=run.total_steps or 1, progress=run.step)
-        stats = [f"step {run.step}/{run.total_steps or '?'}", f"epoch {run.epoch:.2f}"]
+        # (text, rank): a narrow screen keeps the low ranks.
+        stats = [(f"step {run.step}/{run.total_steps or '?'}", 0), (f"epoch {run.epoch:.2f}", 4)]
         if status == "running":
-            stats.append(f"ETA {duration(run.eta(now))}")
+            stats.append((f"ETA {duration(run.eta(now))}", 1))
         elapsed = run.elapsed(now)
         if elapsed is not None:
-            stats.append(f"elapsed {duration(elapsed)}")
+            stats.append((f"elapsed {duration(elapsed)}", 2))
         if run.tokens_per_s is not None:
-            stats.append(f"{run.tokens_per_s:,.0f} tok/s")
+            stats.append((f"{run.tokens_per_s:,.0f} tok/s", 3))
         if run.learning_rate is not None:
-            stats.append(f"lr {number(run.learning_rate)}")
-        self.query_one("#run-stats", Static).update(Text(" · ".join(stats)))
+            stats.append((f"lr {number(run.learning_rate)}", 5))
+        self.query_one("#run-stats", Static).update(FittedLine([t for t, _ in stats], [r for _, r in stats]))
         self._plot_loss(run)
         self._plot_metric(run)
         self.query_one("#run-metrics", Static).update(self._eval_table(run))
@@ -95,6 +115,10 @@ class RunView(Vertical):
             steps, losses = zip(*run.losses)
             plt.plot(list(steps), list(losses), marker="braille")
             plt.xlabel("step")
+            if (y := value_range(list(losses))) is not None:
+                plt.ylim(*y)
+            if len(set(steps)) == 1:
+                plt.xlim(steps[0] - 1, steps[0] + 1)
         plot.refresh()
 
     def _plot_metric(self, run: RunState) -> None:
@@ -110,6 +134,9 @@ class RunView(Vertical):
             plt.plot(list(steps), list(values), marker="braille")
             plt.scatter(list(steps), list(values))
             plt.xlabel("step")
+            if (y := value_range(list(values))) is not None:
+                plt.ylim(*y)
+            plt.xlim(*step_range(run, list(steps)))
         plot.refresh()
 
     def _eval_table(self, run: RunState):

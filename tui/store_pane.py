@@ -22,28 +22,37 @@ from tui.catalog import AdapterRow, Filters, choices, group, read_versions
 from tui.formatting import age, headline_text, human_size
 from tui.modals import ConfirmModal
 from tui.store_details import VersionDetails
-from tui.widgets import Deferred, ReportsWorkerErrors, TextField, fill_table
+from tui.widgets import FitTable, Deferred, ReportsWorkerErrors, TextField, fill_table
 
 if TYPE_CHECKING:
     from tui.merge_modal import MergeRequest
 
 ANY = "__any__"
+DETAIL_KEYS = Binding.Group("Details")
 ADAPTER_COLUMNS = ["name", "versions", "aliases", "base", "method", "task", "headline metric", "created"]
 VERSION_COLUMNS = ["version", "aliases", "content id", "metric", "size", "created"]
+# Which columns stay when a table is too narrow for all (lower stays longer).
+ADAPTER_PRIORITY = [0, 7, 2, 3, 5, 6, 1, 4]
+VERSION_PRIORITY = [0, 2, 4, 1, 5, 3]
 
 
 class StorePane(ReportsWorkerErrors, Vertical):
+    # The footer has room for the frequent keys at 100 columns; the help screen (?) lists all.
     BINDINGS = [
         Binding("slash", "search", "Search", key_display="/"),
         Binding("t", "tag", "Tag"),
-        Binding("u", "untag", "Untag"),
+        Binding("u", "untag", "Untag", show=False),
         Binding("delete,x", "remove", "Remove"),
-        Binding("e", "export", "Export"),
-        Binding("v", "verify", "Verify"),
+        Binding("e", "export", "Export", show=False),
+        Binding("v", "verify", "Verify", show=False),
         Binding("d", "diff", "Diff"),
         Binding("n", "retrain", "Retrain"),
-        Binding("m", "merge", "Merge"),
-        Binding("f5", "reload", "Reload"),
+        Binding("m", "merge", "Merge", show=False),
+        Binding("f5", "reload", "Reload", show=False),
+        Binding("l", "details('lineage')", "Lineage", group=DETAIL_KEYS),
+        Binding("c", "details('config')", "Config", group=DETAIL_KEYS),
+        Binding("s", "details('metrics')", "Metrics", group=DETAIL_KEYS),
+        Binding("f", "details('files')", "Files", group=DETAIL_KEYS),
     ]
 
     class Loaded(Message):
@@ -74,8 +83,8 @@ class StorePane(ReportsWorkerErrors, Vertical):
             yield Select([], prompt="base", id="filter-base", compact=True)
         with Horizontal(id="store-body"):
             with Vertical(id="store-lists"):
-                yield DataTable(id="adapters-table", cursor_type="row", zebra_stripes=True)
-                yield DataTable(id="versions-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="adapters-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="versions-table", cursor_type="row", zebra_stripes=True)
             # The details pane (four tabs of scrolling text) mounts just after the first frame,
             # showing whatever version is selected by then.
             yield Deferred(lambda: VersionDetails(self.selected, id="store-details"))
@@ -88,6 +97,11 @@ class StorePane(ReportsWorkerErrors, Vertical):
         fill_table(self.query_one("#adapters-table", DataTable), ADAPTER_COLUMNS, [])
         fill_table(self.query_one("#versions-table", DataTable), VERSION_COLUMNS, [])
         self.reload()
+
+    def on_fit_table_resized(self, message: FitTable.Resized) -> None:
+        # The tables choose their columns by the width they have.
+        if self.versions:
+            self.refresh_tables(self.selected.ref if self.selected else None)
 
     # ---- loading and filtering ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="store-load", exit_on_error=False)
@@ -115,7 +129,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
         fill_table(table, ADAPTER_COLUMNS, [
             ([Text(row.name, style="bold"), str(row.total_versions), Text(row.aliases), Text(row.latest.base or ""),
               row.latest.method or "", row.latest.task or "", headline_text(row.latest.metrics),
-              age(row.latest.created, now)], row.name) for row in self.rows])
+              age(row.latest.created, now)], row.name) for row in self.rows], priority=ADAPTER_PRIORITY)
         names = [r.name for r in self.rows]
         if select_name in names:
             table.move_cursor(row=names.index(select_name))
@@ -135,7 +149,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.shown_adapter = row.name if row else None
         fill_table(table, VERSION_COLUMNS, [
             ([Text(v.ref, style="bold"), Text(", ".join(v.aliases)), v.short_digest[7:], headline_text(v.metrics),
-              human_size(v.size_bytes), age(v.created, now)], v.ref) for v in newest_first])
+              human_size(v.size_bytes), age(v.created, now)], v.ref) for v in newest_first], priority=VERSION_PRIORITY)
         refs = [v.ref for v in newest_first]
         if select_ref in refs:
             table.move_cursor(row=refs.index(select_ref))
@@ -199,6 +213,14 @@ class StorePane(ReportsWorkerErrors, Vertical):
         if self.selected is None:
             self.app.notify("Select a version first.", severity="warning")
         return self.selected
+
+    def focus_main(self) -> None:
+        self.query_one("#adapters-table", DataTable).focus()
+
+    def action_details(self, name: str) -> None:
+        """Show one tab of the details pane (the focus stays on the lists)."""
+        for tabs in self.query("#details-tabs"):  # none until the pane has mounted
+            tabs.active = f"details-{name}"
 
     def action_search(self) -> None:
         self.query_one("#store-search", TextField).focus()

@@ -24,19 +24,20 @@ from tui.modals import ConfirmModal
 from tui.run_view import STATUS_STYLES, RunView
 from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
 from tui.train_form import ConfigForm
-from tui.widgets import ReportsWorkerErrors, fill_table
+from tui.widgets import FitTable, ReportsWorkerErrors, fill_table
 
 RUN_COLUMNS = ["name", "status", "progress", "metric", "started", "run"]
+RUN_PRIORITY = [0, 1, 2, 3, 4, 5]  # narrow: the run id goes first (the run's view shows it)
 
 
 class TrainPane(ReportsWorkerErrors, Vertical):
     BINDINGS = [
-        Binding("ctrl+l", "launch", "Launch"),
         Binding("f", "show('train-launch')", "Form"),
         Binding("r", "show('train-runs')", "Runs"),
+        Binding("ctrl+l", "launch", "Launch"),
         Binding("c", "cancel", "Cancel run"),
         Binding("o", "open_version", "Open in store"),
-        Binding("f5", "reload_configs", "Reload configs"),
+        Binding("f5", "reload_configs", "Reload configs", show=False),
     ]
 
     class ConfigResolved(Message):
@@ -73,12 +74,12 @@ class TrainPane(ReportsWorkerErrors, Vertical):
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="train-tabs"):
-            with TabPane("Launch", id="train-launch"):
+            with TabPane("Form", id="train-launch"):
                 with Horizontal(id="launch-body"):
                     yield OptionList(id="config-list")
                     yield ConfigForm(id="config-form")
             with TabPane("Runs", id="train-runs"):
-                yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
                 yield RunView(id="run-view")
 
     def on_mount(self) -> None:
@@ -93,9 +94,19 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         if self.poll_interval > 0:
             self.set_interval(self.poll_interval, self.poll_runs)
 
+    def on_fit_table_resized(self, message: FitTable.Resized) -> None:
+        # The runs table chooses its columns by the width it has.
+        if self.runs:
+            self._render_runs()
+
     def action_show(self, tab: str) -> None:
         self.query_one("#train-tabs", TabbedContent).active = tab
-        self.query_one("#config-list" if tab == "train-launch" else "#runs-table").focus()
+        self.focus_main()
+
+    def focus_main(self) -> None:
+        """The config list on the Form tab, the runs table on the Runs tab."""
+        on_form = self.query_one("#train-tabs", TabbedContent).active == "train-launch"
+        self.query_one("#config-list" if on_form else "#runs-table").focus()
 
     # ---- configs ----------------------------------------------------------------------------------
     def action_reload_configs(self) -> None:
@@ -246,7 +257,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             name = Text(run.name or "?") + (Text(f" → {run.ref}", style="green") if run.ref else Text(""))
             rows.append(([name, Text(status, style=STATUS_STYLES.get(status, "")), progress, metric,
                           age(run.started, now), Text(run.run_id, style="dim")], run.run_id))
-        fill_table(table, RUN_COLUMNS, rows)
+        fill_table(table, RUN_COLUMNS, rows, priority=RUN_PRIORITY)
         ids = [r.run_id for r in ordered]
         if keep in ids:
             table.move_cursor(row=ids.index(keep))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState
@@ -55,20 +56,76 @@ class Deferred(Widget):
         await self.remove()
 
 
+class FitTable(DataTable):
+    """A DataTable that says when its width changes (a resize, its tab shown), so its owner can
+    choose again which columns fit (``fill_table(..., priority=...)``)."""
+
+    class Resized(Message):
+        def __init__(self, table: FitTable):
+            super().__init__()
+            self.table = table
+
+    _fitted_width = -1
+
+    def on_resize(self) -> None:
+        if self.size.width != self._fitted_width:
+            self._fitted_width = self.size.width
+            self.post_message(self.Resized(self))
+
+
+class FittedLine:
+    """One line of parts joined by " · ": as many as fit the width it is given, the least
+    important (highest ``priority``) left out first, rather than cut off mid-word at the edge."""
+
+    def __init__(self, parts: Sequence[str], priority: Sequence[int] | None = None, sep: str = " · "):
+        self.parts, self.priority, self.sep = list(parts), priority, sep
+
+    def __rich_console__(self, console, options):
+        widths = [cell_len(part) for part in self.parts]
+        kept = fit_columns(widths, options.max_width + cell_len(self.sep), self.priority, gap=cell_len(self.sep))
+        yield Text(self.sep.join(self.parts[i] for i in kept), no_wrap=True, overflow="ellipsis")
+
+
 Row = tuple[list, str | None]  # (cells, row key)
 
 
-def fill_table(table: DataTable, columns: list[str], rows: list[Row], max_width: int = 48) -> None:
+def fit_columns(widths: Sequence[int], available: int | None, priority: Sequence[int] | None = None,
+                gap: int = 2) -> list[int]:
+    """The indexes of the columns to show, in their order: the most important ones (lowest
+    ``priority``; by default the leftmost) that fit side by side in ``available`` cells, each
+    taking its width plus ``gap``. The most important column is kept even when it alone is too
+    wide. ``available`` None (not laid out yet): all of them."""
+    if available is None or available <= 0:
+        return list(range(len(widths)))
+    ranks = priority if priority is not None else range(len(widths))
+    kept: list[int] = []
+    used = 0
+    for i in sorted(range(len(widths)), key=lambda i: ranks[i]):
+        if not kept or used + widths[i] + gap <= available:
+            kept.append(i)
+            used += widths[i] + gap
+    return sorted(kept)
+
+
+def fill_table(table: DataTable, columns: list[str], rows: list[Row], max_width: int = 48,
+               priority: Sequence[int] | None = None) -> list[str]:
     """Replace a DataTable's columns and rows, each column as wide as its widest cell (up to
     ``max_width``). A DataTable sizes auto-width columns itself, but only later, when idle, and a
-    frame painted before that keeps header-wide columns; widths given up front are final."""
+    frame painted before that keeps header-wide columns; widths given up front are final.
+
+    With ``priority`` (one rank per column, lower is more important), columns that do not fit the
+    table's width are left out, least important first, rather than cut off at the edge; the
+    details pane shows every field. Returns the labels of the columns shown."""
     widths = [cell_len(label) for label in columns]
     for cells, _ in rows:
         for i, cell in enumerate(cells):
             text = cell.plain if isinstance(cell, Text) else str(cell)
             widths[i] = max(widths[i], min(max_width, cell_len(text)))
+    available = table.scrollable_content_region.width if priority is not None else 0
+    kept = fit_columns(widths, available or None, priority, gap=2 * table.cell_padding)
     table.clear(columns=True)
-    for label, width in zip(columns, widths):
-        table.add_column(label, width=width)
+    for i in kept:
+        table.add_column(columns[i], width=widths[i])
     for cells, key in rows:
-        table.add_row(*cells, key=key)
+        table.add_row(*(cells[i] for i in kept), key=key)
+    return [columns[i] for i in kept]

@@ -7,6 +7,7 @@ on the command line override them. The API key is best passed as ``ADAPTERS_API_
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional
@@ -150,7 +151,17 @@ def serve(
         typer.echo(f"warning: binding {cfg.host} without an API key; anyone who can reach it can use it "
                    "(set ADAPTERS_API_KEY)", err=True)
     _, app = build(cfg)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    # uvicorn stops gracefully on SIGTERM (in-flight requests answered), then raises the signal
+    # again for the handler it found: make that handler end the process with 0, a clean exit.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def register(app: typer.Typer) -> None:

@@ -351,7 +351,9 @@ class Server(Streaming):
         if not isinstance(body.prompt, str):
             self._check_rows(len(body.prompt) * body.n)
         adapter = await self._generation_adapter(body.model)
-        new = self._max_tokens(body.max_tokens, 16)
+        # OpenAI's default of 16 when max_tokens is left out, within this server's limit.
+        new = self._max_tokens(body.max_tokens if "max_tokens" in body.model_fields_set else None,
+                               min(16, self.limits.max_tokens))
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise invalid("prompt: an empty list", "empty_prompt", "prompt")

@@ -196,7 +196,7 @@ async def test_choosing_another_config_asks_before_dropping_edits():
         train = app.train
         form = train.query_one("#config-form")
         options = train.query_one("#config-list")
-        await wait_until(pilot, lambda: options.option_count == 2 and app.focused is options, what="the configs")
+        await wait_until(pilot, lambda: len(train.configs) == 5 and app.focused is options, what="the configs")
         await pilot.press("enter")  # chat-prefix.yaml, the first
         await wait_until(pilot, lambda: form.resolved is not None, what="the form")
         assert form.values()["name"] == "chat-prefix" and not form.edited()
@@ -215,6 +215,62 @@ async def test_choosing_another_config_asks_before_dropping_edits():
         await wait_until(pilot, lambda: form.resolved and form.values()["name"] == "sentiment-lora",
                          what="the other config in the form")
         assert form.source == SNAPSHOT_CONFIGS / "sentiment-lora.yaml" and not form.edited()
+
+
+@pilot_test
+async def test_started_outside_the_repository_it_trains_from_a_stored_config(tmp_path, _isolated_home, tiny_bert,
+                                                                            sentiment_csv, monkeypatch):
+    """No ./configs where the TUI starts: the stored versions' training configs are listed, and
+    one of them trains a new version (the same name, the next number)."""
+    from test_server_support import train_into_store
+
+    ref = train_into_store(_isolated_home, "tui-stored", tiny_bert, sentiment_csv, 1)
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    app = demo_app(_isolated_home, configs_dir=None, initial_tab="train", poll_interval=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        train = app.train
+        options = train.query_one("#config-list")
+        await wait_until(pilot, lambda: train.configs and app.focused is options, what="the stored configs")
+        assert app.configs_dir is None
+        assert [(e.ref, e.name) for e in train.configs] == [(ref, "tui-stored")]
+        await pilot.press("enter")
+        form = train.query_one("#config-form")
+        await wait_until(pilot, lambda: form.resolved is not None, what="the form")
+        assert form.retrain_ref == ref and form.values()["name"] == "tui-stored"
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: train.runs, what="the run")
+        run_id = next(iter(train.runs))
+        await wait_until(pilot, lambda: train.runs[run_id].ref is not None, timeout=240, what="the new version")
+        assert train.runs[run_id].ref == "tui-stored@2"
+        await wait_until(pilot, lambda: [e.ref for e in train.configs] == ["tui-stored@2"],
+                         what="the list to offer the newest version's config")
+
+
+@pilot_test
+async def test_an_empty_store_says_how_to_get_a_first_adapter(tmp_path, _isolated_home, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = demo_app(_isolated_home, configs_dir=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        guide = app.query_one("#store-empty")
+        await wait_until(pilot, lambda: guide.display, what="the Store's first steps")
+        await pilot.pause()
+        assert "adapters train configs/rt-minilm-lora.yaml" in shown_text(guide)
+        assert guide.region.width > 0 and guide.region.height > 4  # on screen, not squeezed away
+        await pilot.press("2")
+        form = app.train.query_one("#config-form")
+        source = form.query_one("#form-source")
+        await wait_until(pilot, lambda: "first adapter" in shown_text(source), what="the Train tab's first steps")
+        text = shown_text(source)
+        assert "adapters train configs/rt-minilm-lora.yaml" in text and "--configs DIR" in text
+        assert not any(row.display for row in form.query(".form-row"))  # no empty form to fill
+
+
+@pilot_test
+async def test_a_store_with_versions_shows_no_first_steps():
+    app = demo_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: len(app.store.rows) == 4, what="the store")
+        assert not app.query_one("#store-empty").display
 
 
 @pytest.mark.timeout(30, func_only=True)  # the child sleeps 60 s: waiting it out instead of killing it times out

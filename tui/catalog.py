@@ -11,8 +11,7 @@ from typing import Any
 from store import Store, Version
 
 from tui.formatting import human_size, number, timestamp
-
-CONFIG_FILE = "training_config.yaml"
+from tui.train_config import CONFIG_FILE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Select
+from textual.widgets import DataTable, Select, Static
 
 from store import Version
 from tui.catalog import AdapterRow, Filters, choices, group, read_versions
@@ -83,6 +83,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
             yield Select([], prompt="base", id="filter-base", compact=True)
         with Horizontal(id="store-body"):
             with Vertical(id="store-lists"):
+                yield Static(id="store-empty")
                 yield FitTable(id="adapters-table", cursor_type="row", zebra_stripes=True)
                 yield FitTable(id="versions-table", cursor_type="row", zebra_stripes=True)
             # The details pane (four tabs of scrolling text) mounts just after the first frame,
@@ -98,10 +99,21 @@ class StorePane(ReportsWorkerErrors, Vertical):
         fill_table(self.query_one("#versions-table", DataTable), VERSION_COLUMNS, [])
         self.reload()
 
+    def _show_first_steps(self, empty: bool) -> None:
+        """An empty store says how to get a first adapter into it."""
+        guide = self.query_one("#store-empty", Static)
+        guide.display = empty
+        if empty:
+            guide.update(Text.assemble(
+                ("The store is empty. ", "bold"), f"({self.app.store_root})\n\nTrain a first adapter: press ",
+                ("2", "bold"), " for the Train tab and pick a config, or run\n\n",
+                ("    adapters train configs/rt-minilm-lora.yaml", "bold"),
+                "\n\nfrom the adapter-manager repository. An existing PEFT adapter directory comes in with ",
+                ("adapters import DIR --name NAME", "bold"), "."))
+
     def on_fit_table_resized(self, message: FitTable.Resized) -> None:
         # The tables choose their columns by the width they have.
-        if self.versions:
-            self.refresh_tables(self.selected.ref if self.selected else None)
+        self.refresh_tables(self.selected.ref if self.selected else None)
 
     # ---- loading and filtering ---------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="store-load", exit_on_error=False)
@@ -111,6 +123,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     def on_store_pane_loaded(self, message: Loaded) -> None:
         self.versions = message.versions
+        self._show_first_steps(not self.versions)
         for attribute in ("method", "task", "base"):
             widget = self.query_one(f"#filter-{attribute}", Select)
             current = widget.value

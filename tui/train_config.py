@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+CONFIG_FILE = "training_config.yaml"  # a stored version's resolved training config
 TASKS = ("classification", "causal-lm", "token-classification")
 METHODS = ("lora", "prefix")
 QUANTS = ("4bit", "8bit", "none")
@@ -58,16 +59,33 @@ def visible_keys(task: str, method: str) -> set[str]:
 
 @dataclass(frozen=True)
 class ConfigEntry:
-    """A config file offered in the picker."""
+    """A config offered in the picker: a file in the configs directory, or the training config a
+    stored version keeps (``ref``), which works wherever the TUI is started."""
 
     path: Path
     name: str
     task: str
     method: str
+    ref: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"stored:{self.ref}" if self.ref else str(self.path)
 
     @property
     def label(self) -> str:
-        return f"{self.path.name}  ({self.task}, {self.method})"
+        return f"{self.ref or self.path.name}  ({self.task}, {self.method})"
+
+
+def stored_configs(versions) -> list[ConfigEntry]:
+    """The training config of each adapter's newest version that has one (imported and merged
+    versions have none), by adapter name."""
+    newest: dict[str, ConfigEntry] = {}
+    for v in sorted(versions, key=lambda v: (v.name, v.number)):
+        path = Path(v.path) / CONFIG_FILE
+        if CONFIG_FILE in v.files and path.is_file():
+            newest[v.name] = ConfigEntry(path, v.name, v.task or "classification", v.method or "lora", v.ref)
+    return [newest[name] for name in sorted(newest)]
 
 
 def list_configs(configs_dir: Path | None) -> list[ConfigEntry]:

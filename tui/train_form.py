@@ -51,9 +51,21 @@ class ConfigForm(VerticalScroll):
         self.query_one("#field-init-from-row").display = False
         self._apply_visibility()
 
+    def show_guidance(self, text: Text, fields: bool = True) -> None:
+        """What the form says before a config is picked; ``fields`` False hides the empty fields
+        (there is nothing to fill them from)."""
+        self.query_one("#form-source", Static).update(text)
+        self.query_one("#form-buttons").display = fields
+        if fields:
+            self._apply_visibility()
+        else:
+            for row in self.query(".form-row"):
+                row.display = False
+
     def load(self, source, resolved: dict, retrain_ref: str | None = None) -> None:
         """Fill the form from a resolved config (``retrain_ref``: it came from that stored version)."""
         self.source, self.resolved, self.retrain_ref = source, resolved, retrain_ref
+        self.query_one("#form-buttons").display = True
         self.query_one("#form-source", Static).update(Text.assemble(("config: ", "dim"), self.origin))
         for spec in FIELDS:
             value = get(resolved, spec.key)

@@ -18,7 +18,7 @@ from textual.widgets.option_list import Option
 
 from store import Version
 from tui import train_config
-from tui.catalog import CONFIG_FILE, refs_by_run
+from tui.catalog import CONFIG_FILE, read_versions, refs_by_run
 from tui.formatting import age, headline_text
 from tui.modals import ConfirmModal
 from tui.run_view import STATUS_STYLES, RunView
@@ -114,20 +114,47 @@ class TrainPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="configs", exit_on_error=False)
     def list_configs(self) -> None:
-        entries = train_config.list_configs(self.app.configs_dir)
-        self.app.call_from_thread(self._show_configs, entries)
+        """The configs directory's files, then the configs of stored versions (so Train works
+        wherever the TUI was started)."""
+        files = train_config.list_configs(self.app.configs_dir)
+        stored = train_config.stored_configs(read_versions(self.app.store_root))
+        self.app.call_from_thread(self._show_configs, files, stored)
 
-    def _show_configs(self, entries: list[train_config.ConfigEntry]) -> None:
-        self.configs = entries
+    def _show_configs(self, files: list[train_config.ConfigEntry], stored: list[train_config.ConfigEntry]) -> None:
+        self.configs = files + stored
         options = self.query_one("#config-list", OptionList)
         options.clear_options()
-        options.add_options([Option(Text(e.label), id=str(e.path)) for e in entries])
-        if entries:
-            options.highlighted = 0
+        configs_dir = self.app.configs_dir
+        options.border_subtitle = str(configs_dir) if configs_dir else ""
+        options.add_options([Option(Text(e.label), id=e.key) for e in files])
+        if stored:
+            options.add_option(Option(Text("from the store", style="bold dim"), disabled=True))
+            options.add_options([Option(Text(e.label), id=e.key) for e in stored])
+        if self.configs:
+            options.highlighted = 0 if files else 1
+        else:
+            options.add_option(Option(Text("no configs", style="dim"), disabled=True))
+        if not self.query_one(ConfigForm).resolved:
+            self.query_one(ConfigForm).show_guidance(self._guidance(files, stored), fields=bool(self.configs))
+
+    def _guidance(self, files: list, stored: list) -> Text:
+        if files or stored:
+            return Text("Pick a config on the left, or press n on a version in the Store.", style="dim")
+        where = (f"{self.app.configs_dir} holds none" if self.app.configs_dir
+                 else "there is no ./configs directory here")
+        return Text.assemble(
+            ("No training configs yet: ", "bold"), f"{where}, and the store has no trained versions.\n\n"
+            "To get a first adapter, train one from an example config of the adapter-manager repository:\n\n",
+            ("    adapters train configs/rt-minilm-lora.yaml", "bold"),
+            "\n\nor start the TUI there (it lists ./configs), or give it your own YAML configs with ",
+            ("adapters tui --configs DIR", "bold"), ". Trained versions are listed here afterwards, wherever the "
+            "TUI is started.")
 
     @on(OptionList.OptionSelected, "#config-list")
     def _config_chosen(self, event: OptionList.OptionSelected) -> None:
-        self.pick_config(Path(str(event.option.id)))
+        entry = next((e for e in self.configs if e.key == event.option.id), None)
+        if entry is not None:
+            self.pick_config(entry.path, entry.ref)
 
     def pick_config(self, path: Path, retrain_ref: str | None = None) -> None:
         """Load a config file into the form (what choosing it in the list does); edits made in
@@ -208,6 +235,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
                 # The run's view stays: its final curves and test metrics are what one looks at
                 # now. The Store is told, and ``o`` opens the version there.
                 self.post_message(self.VersionReady(run.ref, jump=False))
+                self.list_configs()  # the new version's config is one to start from
         elif self.processes[message.run_id].cancelled:
             run.status = "cancelled"
             self.app.notify(f"cancelled {run.name}")

@@ -35,17 +35,22 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     if cfg.init_from:
         init_from = adapter_dir(cfg.init_from, store_root)
         parent = _store_ref(cfg.init_from, store_root)
-    result = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from).run()
-    if store:
-        result.lineage["parent"] = parent or (str(init_from) if init_from else None)
+    trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from)
+    if not store:
+        return trainer.run()
+    recorded_parent = parent or (str(init_from) if init_from else None)
+
+    def keep(result) -> None:
+        result.lineage["parent"] = recorded_parent
         try:
             version = _put(result, cfg.name, store_root)
-        except BaseException as exc:
-            _store_failed(result, cfg.name, exc)
-            raise _stored_error(result, cfg.name, exc) from exc
+        except Exception as exc:
+            raise _not_stored(result, cfg.name, exc) from exc
         result.ref = version.ref
         result.digest = version.digest
-    return result
+
+    # Stored before the run log says finished: if storing fails, the run ends as failed.
+    return trainer.run(keep=keep)
 
 
 def _put(result, name: str, store_root):
@@ -56,23 +61,10 @@ def _put(result, name: str, store_root):
                      parent=result.lineage["parent"], run_id=result.run_id)
 
 
-def _store_failed(result, name: str, exc: BaseException) -> None:
-    """The trainer logged ``end status=finished`` once the adapter was written; a run whose
-    adapter never reached the store is not finished. Readers (the TUI, --resume) go by the last
-    ``end`` event, so a second one corrects the record."""
-    from adapters.runlog import RunLog
-
-    status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-    error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    RunLog(result.run_dir / "events.jsonl").write(
-        "end", status=status, name=name, error=f"storing the adapter failed: {error}")
-
-
-def _stored_error(result, name: str, exc: BaseException) -> BaseException:
+def _not_stored(result, name: str, exc: Exception) -> Exception:
+    """A hinted error for a trained adapter the store did not take; keeps the store's exit code."""
     from adapters.errors import AdaptersError
 
-    if not isinstance(exc, Exception):
-        return exc  # Ctrl+C stays an interrupt
     hint = getattr(exc, "hint", None)
     again = (f"the trained adapter is kept in {result.output_dir}: once the store works, add it with "
              f"`adapters import {result.output_dir} --name {name}`, or train again with --resume")

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -279,11 +280,14 @@ class Trainer:
         self.model.train()
         return result
 
-    def run(self) -> TrainResult:
+    def run(self, keep: Callable[[TrainResult], None] | None = None) -> TrainResult:
         """Validate and load everything, then train. Bad input caught while preparing (a
         ``UsageError``: config, data, base, device) writes nothing at all, not even the run
         directory; any failure after that keeps the log, ended with ``status: failed`` (or
-        ``cancelled`` on Ctrl+C) and the error, for diagnosis and ``--resume``."""
+        ``cancelled`` on Ctrl+C) and the error, for diagnosis and ``--resume``.
+
+        ``keep`` (storing the adapter) runs once the adapter is written and before the log says
+        ``finished``: a run whose result could not be kept ends as failed, never as finished."""
         run_id, events = self.run_dir.name, self.run_dir / "events.jsonl"
         try:
             self.prepare()
@@ -295,10 +299,13 @@ class Trainer:
         log = RunLog(events)  # creates the run directory
         try:
             result = self._loop(log, run_id)
+            if keep is not None:
+                keep(result)
         except BaseException as exc:
             _log_end(log, exc, name=self.cfg.name)
             raise
-        log.write("end", status="finished", metrics=result.metrics, output=str(result.output_dir))
+        log.write("end", status="finished", metrics=result.metrics, output=str(result.output_dir),
+                  **({"ref": result.ref} if result.ref else {}))
         return result
 
     def _loop(self, log: RunLog, run_id: str) -> TrainResult:

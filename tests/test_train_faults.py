@@ -420,7 +420,7 @@ def test_macro_averages_follow_scikit_learn_over_the_labels_present(trained, tmp
 def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv, tmp_path):
     """Training ends, then the store cannot take the version (here its database path is a
     directory): a hinted error, no version, and the run's log ends as failed, so it is neither
-    listed as a finished result nor lost for --resume."""
+    listed as a finished result nor lost for --resume. A stored run's log ends finished, with its ref."""
     from adapters.cli_train import _latest_unfinished_run
     from tui.runs import RunWatcher
 
@@ -435,9 +435,18 @@ def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv
 
     (run,) = list((home / "runs").iterdir())
     ends = [e for e in read_events(run / "events.jsonl") if e["event"] == "end"]
-    assert ends[-1]["status"] == "failed" and "storing the adapter failed" in ends[-1]["error"]
+    # Never logged as finished, not even for a moment: a watcher could have shown it as a result.
+    assert [e["status"] for e in ends] == ["failed"], ends
+    assert "could not be stored" in ends[0]["error"]
     assert (run / "adapter" / "adapter_model.safetensors").is_file()  # kept, named in the hint
     watcher = RunWatcher(home / "runs")
     watcher.poll()
     assert watcher.runs[run.name].status == "failed"
     assert _latest_unfinished_run("unstored", home) == run
+
+
+def test_a_stored_run_logs_finished_with_its_ref(tiny_bert, data_csv, _isolated_home):
+    result = adapters.train(_fast(tiny_bert, data_csv, name="kept"))
+    ends = [e for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "end"]
+    assert [(e["status"], e.get("ref")) for e in ends] == [("finished", "kept@1")]
+    assert _store_names(_isolated_home) == ["kept@1"]

@@ -142,7 +142,8 @@ def _read_text(path: Path, opener) -> str:
         line = text.count("\n", 0, nul) + 1
         utf16 = text.count("\0") * 3 > len(text)  # UTF-16 without a byte order mark
         raise DataError(f"{path} has a NUL character at line {line}: "
-                        + ("it looks like UTF-16 text, not UTF-8" if utf16 else "text data has none"),
+                        + ("it looks like UTF-16 text, not UTF-8" if utf16
+                           else "a text file never holds one (part of it may be binary)"),
                         "save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)" if utf16 else
                         "remove the NUL characters (e.g. tr -d '\\000' < in.csv > out.csv) or fix "
                         "whatever wrote them")

@@ -239,6 +239,40 @@ def test_csv_with_a_nul_byte_is_refused_not_trained_on(tmp_path):
                                label_column="sentiment"), "classification")
 
 
+def _utf16(path: Path) -> Path:
+    path.write_text("review,sentiment\n" + "".join(f"{t},{y}\n" for t, y in _rows(8)), encoding="utf-16")
+    return path
+
+
+def _utf16_no_bom(path: Path) -> Path:
+    path.write_bytes(("review,sentiment\n" + "".join(f"{t},{y}\n" for t, y in _rows(8))).encode("utf-16-le"))
+    return path
+
+
+def _damaged_gzip(path: Path) -> Path:
+    import gzip
+
+    data = gzip.compress(("review,sentiment\n" + "".join(f"{t},{y}\n" for t, y in _rows(40))).encode())
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("make,name,expected", [
+    (_utf16, "d.csv", "is UTF-16 text"), (_utf16_no_bom, "d.csv", "looks like UTF-16"),
+    (_damaged_gzip, "d.csv.gz", "cannot read"), (lambda p: (p.write_text(""), p)[1], "d.jsonl", "is empty"),
+])
+def test_more_unreadable_files_are_refused_by_the_data_layer(make, name, expected, tmp_path):
+    from adapters.config import DataConfig
+    from adapters.data import load_splits
+    from adapters.errors import DataError
+
+    source = make(tmp_path / name)
+    with pytest.raises(DataError) as err:
+        load_splits(DataConfig(source=str(source), text_column="review", label_column="sentiment"),
+                    "classification")
+    assert expected in err.value.message and name in err.value.message and err.value.hint
+
+
 # --------------------------------------------------------------------------- data.split shares
 
 

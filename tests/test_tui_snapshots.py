@@ -7,9 +7,14 @@ report pytest writes, then accept with ``pytest tests/test_tui_snapshots.py --sn
 
 from __future__ import annotations
 
+import sys
+
+import pytest
+
 from store.errors import HintedError
-from test_tui_support import SNAPSHOT_CONFIGS, demo_app, snapshot_root, wait_until
+from test_tui_support import EMPTY_CONFIGS, SNAPSHOT_CONFIGS, demo_app, empty_snapshot_root, snapshot_root, wait_until
 from tui.compare import ComparePane
+from tui.runs import TrainingProcess
 
 NARROW = (80, 24)
 WIDE = (200, 50)
@@ -41,6 +46,92 @@ async def runs_ready(pilot) -> None:
     await wait_until(pilot, lambda: len(train.runs) == 2, what="the demo runs")
     train.action_show("train-runs")
     await pilot.pause()
+
+
+# The smallest size a user is expected to keep, and a roomy one: every main tab at both.
+SIZES = [pytest.param((100, 30), id="100x30"), pytest.param((160, 45), id="160x45")]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_store_at(snap_compare, size):
+    async def run_before(pilot):
+        await store_ready(pilot, "rt-minilm-lora@2")
+        await pilot.press("s")  # the Metrics tab: per-class rows are the widest part
+
+    assert snap_compare(demo_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_train_form_at(snap_compare, size):
+    async def run_before(pilot):
+        await started(pilot)
+        train = pilot.app.train
+        form = train.query_one("#config-form")
+        await wait_until(pilot, lambda: train.configs, what="the configs")
+        train.pick_config(SNAPSHOT_CONFIGS / "sentiment-lora.yaml")
+        await wait_until(pilot, lambda: form.resolved is not None, what="the form")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_train_runs_at(snap_compare, size):
+    async def run_before(pilot):
+        await runs_ready(pilot)
+        # The running run: one evaluation so far, plotted around its value.
+        pilot.app.train.query_one("#runs-table").move_cursor(row=0)
+        await pilot.pause()
+
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_playground_runtime_at(snap_compare, size):
+    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=size, run_before=started)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_playground_side_by_side_at(snap_compare, size):
+    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=size, run_before=side_by_side)
+
+
+def test_first_steps_in_an_empty_store(snap_compare):
+    async def run_before(pilot):
+        await wait_until(pilot, lambda: pilot.app.query_one("#store-empty").display, what="the first steps")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(empty_snapshot_root(), configs_dir=EMPTY_CONFIGS), terminal_size=(100, 30),
+                        run_before=run_before)
+
+
+def test_first_steps_on_the_train_tab(snap_compare):
+    async def run_before(pilot):
+        form = pilot.app.train.query_one("#config-form")
+        await wait_until(pilot, lambda: "first adapter" in str(form.query_one("#form-source").content),
+                         what="the first steps")
+        await pilot.pause()
+
+    assert snap_compare(demo_app(empty_snapshot_root(), configs_dir=EMPTY_CONFIGS, initial_tab="train"),
+                        terminal_size=(100, 30), run_before=run_before)
+
+
+def test_cancel_confirmation(snap_compare):
+    """The question cancelling a running run asks."""
+
+    async def run_before(pilot):
+        await runs_ready(pilot)
+        train = pilot.app.train
+        train.query_one("#runs-table").move_cursor(row=0)
+        await pilot.pause()
+        # A real child process stands in for the demo run's trainer (the app interrupts it on exit).
+        process = TrainingProcess([sys.executable, "-c", "import time; time.sleep(120)"],
+                                  train.runs[train.shown_run].run_dir)
+        process.start()
+        train.processes[train.shown_run] = process
+        await pilot.press("c")
+
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=(100, 30), run_before=run_before)
 
 
 def test_store_narrow(snap_compare):
@@ -95,34 +186,34 @@ def test_playground_runtime(snap_compare):
     assert snap_compare(demo_app(initial_tab="playground"), terminal_size=NARROW, run_before=started)
 
 
-def test_playground_side_by_side(snap_compare):
+async def side_by_side(pilot):
     """Panes fed fixed answers (what the workers post), so latencies are stable."""
+    await started(pilot)
+    play = pilot.app.playground
+    play.query_one("#play-tabs").active = "play-compare"
+    play.query_one("#compare-refs").value = "rt-minilm-lora@prod, rt-minilm-prefix@1, chat-smollm2-lora"
+    play.query_one("#compare-input").value = "a gripping, beautifully acted film"
+    box = play.query_one("#compare-panes")
+    panes = [ComparePane(ref) for ref in ("rt-minilm-lora@prod", "rt-minilm-prefix@1", "chat-smollm2-lora")]
+    await box.mount_all(panes)
+    panes[0].post_message(ComparePane.Task("classification"))
+    panes[0].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.91,
+                                                                                      "rotten": 0.09}}, 0.042))
+    panes[1].post_message(ComparePane.Task("classification"))
+    panes[1].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.64,
+                                                                                      "rotten": 0.36}}, 0.038))
+    panes[2].post_message(ComparePane.Task("causal-lm"))
+    for piece in ("I loved it", ": the acting", " is superb."):
+        panes[2].post_message(ComparePane.Piece(piece))
+    panes[2].post_message(ComparePane.Generated(0.61, 0.12, 3))
+    await wait_until(pilot, lambda: panes[0].result and panes[1].result and "pieces" in
+                     str(panes[2].query_one(".pane-status").content), what="the panes")
+    play.query_one("#compare-input").focus()
+    await pilot.pause()
 
-    async def run_before(pilot):
-        await started(pilot)
-        play = pilot.app.playground
-        play.query_one("#play-tabs").active = "play-compare"
-        play.query_one("#compare-refs").value = "rt-minilm-lora@prod, rt-minilm-prefix@1, chat-smollm2-lora"
-        play.query_one("#compare-input").value = "a gripping, beautifully acted film"
-        box = play.query_one("#compare-panes")
-        panes = [ComparePane(ref) for ref in ("rt-minilm-lora@prod", "rt-minilm-prefix@1", "chat-smollm2-lora")]
-        await box.mount_all(panes)
-        panes[0].post_message(ComparePane.Task("classification"))
-        panes[0].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.91,
-                                                                                          "rotten": 0.09}}, 0.042))
-        panes[1].post_message(ComparePane.Task("classification"))
-        panes[1].post_message(ComparePane.Classified({"label": "fresh", "probabilities": {"fresh": 0.64,
-                                                                                          "rotten": 0.36}}, 0.038))
-        panes[2].post_message(ComparePane.Task("causal-lm"))
-        for piece in ("I loved it", ": the acting", " is superb."):
-            panes[2].post_message(ComparePane.Piece(piece))
-        panes[2].post_message(ComparePane.Generated(0.61, 0.12, 3))
-        await wait_until(pilot, lambda: panes[0].result and panes[1].result and "pieces" in
-                         str(panes[2].query_one(".pane-status").content), what="the panes")
-        play.query_one("#compare-input").focus()
-        await pilot.pause()
 
-    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=(120, 30), run_before=run_before)
+def test_playground_side_by_side(snap_compare):
+    assert snap_compare(demo_app(initial_tab="playground"), terminal_size=(120, 30), run_before=side_by_side)
 
 
 def test_help_screen(snap_compare):

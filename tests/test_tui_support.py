@@ -25,6 +25,8 @@ FIXED_NOW = 1748779200.0  # 2025-06-01T12:00:00Z
 SNAPSHOT_ROOT = Path("/tmp/adapters-tui-snapshots/store")
 RECIPE_VERSION = "2"
 SNAPSHOT_CONFIGS = SNAPSHOT_ROOT.parent / "configs"
+EMPTY_ROOT = SNAPSHOT_ROOT.parent / "empty-store"  # a new user's store, and a configs directory with none
+EMPTY_CONFIGS = SNAPSHOT_ROOT.parent / "empty-configs"
 
 LABELS = ["fresh", "rotten"]
 
@@ -177,6 +179,16 @@ def snapshot_root() -> Path:
             build_demo_configs(SNAPSHOT_CONFIGS)
             stamp.write_text(RECIPE_VERSION)
     return SNAPSHOT_ROOT
+
+
+def empty_snapshot_root() -> Path:
+    """An empty store at a fixed path (it shows in the header), and an empty configs directory."""
+    SNAPSHOT_ROOT.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(SNAPSHOT_ROOT.parent / ".lock")):
+        for directory in (EMPTY_ROOT, EMPTY_CONFIGS):
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+    return EMPTY_ROOT
 
 
 def demo_app(root: Path | None = None, **kwargs):

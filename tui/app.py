@@ -199,6 +199,7 @@ class AdaptersApp(App):
                                                         ("enter", "in a field: what its button does")])]
         sections += [(tab, keys(pane_class(tab).BINDINGS)) for tab in TABS]
         notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
+                 f"Configs: {self.configs_dir or 'none (no ./configs here; the Train tab lists stored versions)'}",
                  "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]
         self.push_screen(HelpScreen(sections, notes))
 

@@ -124,8 +124,6 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         self.configs = files + stored
         options = self.query_one("#config-list", OptionList)
         options.clear_options()
-        configs_dir = self.app.configs_dir
-        options.border_subtitle = str(configs_dir) if configs_dir else ""
         options.add_options([Option(Text(e.label), id=e.key) for e in files])
         if stored:
             options.add_option(Option(Text("from the store", style="bold dim"), disabled=True))
@@ -320,8 +318,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             return
         name = (run.name if run else None) or self.shown_run
         progress = f" at step {run.step}/{run.total_steps}" if run and run.total_steps else ""
-        detail = (f"Training stops{progress} and nothing is stored; the run's log stays in "
-                  f"{process.run_dir}.")
+        detail = f"Training stops{progress} and nothing is stored (the run's log stays in the runs directory)."
 
         def answer(yes: bool | None) -> None:
             if yes and process.running:

@@ -57,6 +57,26 @@ def _read_json(path: Path) -> dict:
     return value
 
 
+# The output layer of a task head, whose rows are the labels (BERT / Llama / RoBERTa naming).
+HEAD_OUTPUTS = ("classifier.weight", "score.weight", "classifier.out_proj.weight")
+
+
+def head_label_count(adapter_dir: Path) -> int | None:
+    """How many labels an adapter's saved head predicts, from the safetensors header alone (for
+    a PEFT directory that records no label names); None when it saved no recognisable head."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(adapter_dir) / WEIGHTS_FILE), "pt") as weights:
+            for key in weights.keys():
+                plain = key.replace(".modules_to_save.default.", ".").replace(".modules_to_save.", ".")
+                if any(plain == head or plain.endswith("." + head) for head in HEAD_OUTPUTS):
+                    return int(weights.get_slice(key).get_shape()[0])
+    except Exception:  # noqa: BLE001 - a damaged file is reported when the weights are loaded
+        return None
+    return None
+
+
 def read_adapter_metadata(adapter_dir: Path) -> dict:
     """What we know of an adapter directory: our lineage when present, else what peft recorded.
     Refuses a directory without loadable weights (see check_weights) before anything is loaded."""
@@ -76,7 +96,8 @@ def read_adapter_metadata(adapter_dir: Path) -> dict:
         labels = [id2label[str(i)] for i in range(len(id2label))]
     task = (lineage.get("task") or {}).get("kind") or TASK_FROM_PEFT.get(peft_config.get("task_type"), "causal-lm")
     base = (lineage.get("base") or {}).get("id") or peft_config.get("base_model_name_or_path")
-    return {"task": task, "labels": labels, "base": base, "quant": lineage.get("quant"),
+    num_labels = len(labels) if labels else (head_label_count(adapter_dir) if task != "causal-lm" else None)
+    return {"task": task, "labels": labels, "num_labels": num_labels, "base": base, "quant": lineage.get("quant"),
             "fingerprint": (lineage.get("base") or {}).get("fingerprint"), "peft": peft_config, "lineage": lineage}
 
 
@@ -165,7 +186,9 @@ def load(base: str | None, adapter: str | Path, quant: str | None = None, device
                 f"load it on its own base: adapters.load('{meta['base']}', ...)")
     plan = plan_device(device, compute_dtype)
     tokenizer = load_tokenizer(resolved, meta["task"])
-    model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, meta["labels"],
+    # Without label names the head is built with as many outputs as the saved one has.
+    label_names = meta["labels"] or ([f"LABEL_{i}" for i in range(meta["num_labels"])] if meta["num_labels"] else None)
+    model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, label_names,
                                pad_token_id=tokenizer.pad_token_id)
     peft_model = attach_adapter(model, adapter_dir, base_name)
     peft_model.eval()

@@ -32,7 +32,10 @@ def score_adapter(adapter: str | Path, data: str | None = None, split: str = "te
         # Score with the adapter's own label ids, whatever order the new data would discover.
         raw["data"]["labels"] = meta["labels"]
     cfg = validate(raw, "eval settings")
-    splits = D.load_splits(cfg.data, cfg.task, adapter_labels=bool(meta["labels"]))  # bad data: before loading
+    labels = meta["labels"]
+    if meta["task"] != "causal-lm" and not labels:
+        labels = _name_outputs(adapter, meta["num_labels"], cfg.data.labels)
+    splits = D.load_splits(cfg.data, cfg.task, adapter_labels=bool(labels))  # bad data: before loading
     loaded = load(base, directory)
     loaded.tokenizer.padding_side = "right"
     tokenized = B.tokenize(splits, loaded.tokenizer, cfg.data.max_length)
@@ -44,7 +47,22 @@ def score_adapter(adapter: str | Path, data: str | None = None, split: str = "te
         dataset = tokenized[split]
     if len(dataset) == 0:
         raise UsageError(f"the {split} split of {cfg.data.source} is empty", "choose another --split")
-    result = evaluate(loaded.model, dataset, B.Collator(loaded.tokenizer, cfg.task), cfg.task, meta["labels"],
+    result = evaluate(loaded.model, dataset, B.Collator(loaded.tokenizer, cfg.task), cfg.task, labels,
                       cfg.training.eval_batch_size, loaded.model.device)
     result["rows"] = len(dataset)
     return result
+
+
+def _name_outputs(adapter, outputs: int | None, given: list[str] | None) -> list[str]:
+    """Label names for an adapter that records none (a PEFT directory without label_map.json):
+    only the user knows which data label each head output means, so they are asked for."""
+    if given is None:
+        count = f"its head has {outputs} outputs" if outputs else "its head's size is unknown"
+        example = ", ".join(f"label{i}" for i in range(outputs or 2))
+        raise UsageError(f"{adapter} records no label names ({count}), so the data's labels cannot be "
+                         "matched to its outputs",
+                         f"name them in the order of its outputs: --set 'data.labels=[{example}]'")
+    if outputs and len(given) != outputs:
+        raise UsageError(f"data.labels names {len(given)} labels but the head of {adapter} has {outputs} outputs",
+                         f"list exactly {outputs} labels, in the order of its outputs")
+    return list(given)

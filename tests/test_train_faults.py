@@ -315,7 +315,8 @@ def test_predict_and_eval_refuse_an_adapter_of_another_model_size(plain_peft, ot
     proc = cli(_isolated_home, "predict", plain_peft, "a great film", "--base", other_bert)
     _refused(proc, "does not fit base", "size mismatch", "load it on the base it was trained for")
     proc = _in_process(capsys, "eval", plain_peft, "--base", other_bert, "--data", data_csv,
-                       "--set", "data.text_column=review", "--set", "data.label_column=sentiment")
+                       "--set", "data.text_column=review", "--set", "data.label_column=sentiment",
+                       "--set", "data.labels=[bad, good]")
     _refused(proc, "does not fit base", "size mismatch")
 
 
@@ -484,3 +485,16 @@ def test_a_stored_run_logs_finished_with_its_ref(tiny_bert, data_csv, _isolated_
     ends = [e for e in read_events(result.run_dir / "events.jsonl") if e["event"] == "end"]
     assert [(e["status"], e.get("ref")) for e in ends] == [("finished", "kept@1")]
     assert _store_names(_isolated_home) == ["kept@1"]
+
+
+def test_eval_of_a_peft_directory_without_label_names_asks_for_them(plain_peft, tiny_bert, data_csv, capsys):
+    args = ["eval", plain_peft, "--base", tiny_bert, "--data", data_csv, "--split", "all", "--json",
+            "--set", "data.text_column=review", "--set", "data.label_column=sentiment"]
+    _refused(_in_process(capsys, *args), "records no label names", "its head has 2 outputs",
+             "--set 'data.labels=[label0, label1]'")
+    _refused(_in_process(capsys, *args, "--set", "data.labels=[bad, good, meh]"), "has 2 outputs")
+    proc = _in_process(capsys, *args, "--set", "data.labels=[bad, good]")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows"] == 48
+    # predict needs no names: the head is built with as many outputs as the saved one
+    assert adapters.load(str(tiny_bert), plain_peft).predict(["a great film"])[0]["label"] in (0, 1)

@@ -439,8 +439,9 @@ class Trainer:
 def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
                       label_names: list[str] | None, shown: str) -> None:
     """Refuse, before anything is loaded or written, an ``init_from`` adapter that this config
-    cannot continue: another method, task, base, or (unless ``label_names`` is None) label set. peft and torch would each fail
-    later with a different low-level error, or (labels in another order) not fail at all."""
+    cannot continue: another method, task, base, or (unless ``label_names`` is None) label set.
+    peft and torch would each fail later with a different low-level error, or (labels in another
+    order) not fail at all."""
     from adapters.inference import read_adapter_metadata
 
     if not (parent / "adapter_config.json").is_file():
@@ -472,6 +473,10 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
             problems.append(f"it knows {len(parent_labels)} labels ({listed(parent_labels)}), this data has "
                             f"{len(label_names)} ({listed(label_names)})")
         fixes.append("data.labels: [" + ", ".join(parent_labels) + "] (rows of other labels are left out)")
+    elif cfg.task == meta["task"] != "causal-lm" and parent_labels is None and meta["num_labels"] \
+            and label_names is not None and meta["num_labels"] != len(label_names):
+        problems.append(f"its head has {meta['num_labels']} outputs, this data has {len(label_names)} labels")
+        fixes.append(f"data.labels: the {meta['num_labels']} labels it was trained on, in its output order")
     if problems:
         raise UsageError(f"init_from: {shown} cannot be trained further with this config: " + "; ".join(problems),
                          "match the parent (" + "; ".join(fixes) + "), or drop init_from to train a new adapter")

@@ -498,3 +498,12 @@ def test_eval_of_a_peft_directory_without_label_names_asks_for_them(plain_peft, 
     assert json.loads(proc.stdout)["rows"] == 48
     # predict needs no names: the head is built with as many outputs as the saved one
     assert adapters.load(str(tiny_bert), plain_peft).predict(["a great film"])[0]["label"] in (0, 1)
+
+
+def test_init_from_a_peft_directory_with_another_head_size(plain_peft, tiny_bert, tmp_path, _isolated_home):
+    from adapters.errors import UsageError
+
+    cfg = _fast(tiny_bert, _three_labels(tmp_path), name="child", init_from=str(plain_peft))
+    with pytest.raises(UsageError, match="its head has 2 outputs, this data has 3 labels"):
+        adapters.train(cfg, output=tmp_path / "out")
+    _nothing_written(_isolated_home, tmp_path / "out")

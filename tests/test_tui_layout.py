@@ -102,6 +102,8 @@ async def test_probability_bars_fit_their_panes():
         await wait_until(pilot, lambda: all(len(pane.query(ProgressBar)) == 2 for pane in shown), what="the bars")
         await pilot.pause()
         for pane in shown:
+            status = _plain(pane.query_one(".pane-status"))
+            assert re.search(r"latency 40 ms", status), status  # wrapped between parts, not inside one
             for bar in pane.query(Bar):
                 assert bar.region.width >= 8, bar.region
                 assert bar.region.right <= pane.content_region.right, (bar.region, pane.content_region)

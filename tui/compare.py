@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Label, ProgressBar, Static
 
+from tui.widgets import PartsText
+
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
@@ -68,7 +70,7 @@ class ComparePane(Vertical):
         if message.first_piece_s is not None:
             parts.append(f"first token {_ms(message.first_piece_s)}")
         parts += [f"total {_ms(message.seconds)}", f"{message.pieces} pieces"]
-        self.query_one(".pane-status", Static).update(Text(" · ".join(parts), style="green"))
+        self.query_one(".pane-status", Static).update(PartsText(parts, style="green"))
 
     def on_compare_pane_classified(self, message: Classified) -> None:
         self.show_classification(message.result, message.seconds)
@@ -76,7 +78,7 @@ class ComparePane(Vertical):
     def show_classification(self, result: dict, seconds: float) -> None:
         self.result = result
         self.query_one(".pane-status", Static).update(
-            Text(f"classification · latency {_ms(seconds)}", style="green"))
+            PartsText(["classification", f"latency {_ms(seconds)}"], style="green"))
         body = self.query_one(".pane-body", VerticalScroll)
         body.remove_children()
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])

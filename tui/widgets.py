@@ -86,6 +86,27 @@ class FittedLine:
         yield Text(self.sep.join(self.parts[i] for i in kept), no_wrap=True, overflow="ellipsis")
 
 
+class PartsText:
+    """Parts joined by " · " that wrap only between parts, so "42 ms" never becomes "42" over
+    "ms" in a narrow pane. ``str()`` is the one-line text."""
+
+    def __init__(self, parts: Sequence[str], style: str = "", sep: str = " · "):
+        self.parts, self.style, self.sep = list(parts), style, sep
+
+    def __str__(self) -> str:
+        return self.sep.join(self.parts)
+
+    def __rich_console__(self, console, options):
+        lines: list[str] = []
+        for part in self.parts:
+            joined = f"{lines[-1]}{self.sep}{part}" if lines else part
+            if lines and cell_len(joined) <= options.max_width:
+                lines[-1] = joined
+            else:
+                lines.append(part)
+        yield Text("\n".join(lines), style=self.style)
+
+
 Row = tuple[list, str | None]  # (cells, row key)
 
 

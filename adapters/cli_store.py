@@ -45,9 +45,41 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _metric_summary(metrics: dict) -> str:
-    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))][:3]
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
+# `adapters list` columns, most important first: a narrow terminal drops them from the end.
+LIST_COLUMNS = ("ref", "metric", "aliases", "created", "method", "task", "base", "size", "digest")
+
+
+def _list_rows(s, versions) -> list[dict[str, str]]:
+    from adapters.metrics import headline_text
+
+    latest = s.latest_numbers()
+    rows = []
+    for v in versions:
+        aliases = list(v.aliases) + (["latest"] if latest.get(v.name) == v.number else [])
+        rows.append({"ref": v.ref, "metric": headline_text(v.metrics), "aliases": ",".join(aliases),
+                     "created": v.created[:16].replace("T", " "), "method": v.method or "",
+                     "task": v.task or "", "base": v.base or "", "size": _size(v.size_bytes),
+                     "digest": v.digest[7:19]})
+    return rows
+
+
+def _print_columns(rows: list[dict[str, str]], columns: tuple[str, ...], width: int | None) -> None:
+    """Plain aligned columns (no box drawing, nothing cut short): on a terminal the columns that do
+    not fit its width are left out, last first; in a pipe every column is printed."""
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    shown = list(columns)
+    while width is not None and len(shown) > 2 and sum(widths[c] + 2 for c in shown) - 2 > width:
+        shown.pop()
+    for row in [{c: c.upper() for c in shown}, *rows]:
+        typer.echo("  ".join(row[c].ljust(widths[c]) for c in shown).rstrip())
+
+
+def _check_kind(value: Optional[str], option: str, known: tuple[str, ...], stored: set[str]) -> None:
+    from adapters.errors import UsageError
+
+    if value is not None and value not in known and value not in stored:
+        raise UsageError(f"unknown {option[2:]} '{value}'",
+                         f"{option} takes one of: {', '.join(sorted(set(known) | stored))}")
 
 
 def list_cmd(
@@ -60,60 +92,82 @@ def list_cmd(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """List stored adapter versions."""
-    from rich.table import Table
+    import sys
+    from typing import get_args
 
+    from store.core import default_root
+
+    if store is None and not (default_root() / "store.db").is_file():
+        # The default place before the first `train` or `import`: nothing stored yet, not an error.
+        if as_json:
+            _print_json([])
+        else:
+            typer.echo(f"no adapters stored yet ({default_root()} holds no store); "
+                       "train one with `adapters train configs/rt-minilm-lora.yaml`")
+        return
     s = _store(store)
+    if method is not None or task is not None:
+        from adapters.config import MethodKind, TaskKind
+
+        everything = s.list()
+        _check_kind(method, "--method", get_args(MethodKind), {v.method for v in everything if v.method})
+        _check_kind(task, "--task", get_args(TaskKind), {v.task for v in everything if v.task})
     versions = s.list(name=name, base=base, method=method, task=task, alias=alias)
     if as_json:
         _print_json([v.to_dict() for v in versions])
         return
-    console = _console()
     if not versions:
-        console.print(f"no versions in {s.root}" + (" match" if any(
-            (name, base, method, task, alias)) else ""))
+        typer.echo(f"no versions in {s.root}" + (" match" if any((name, base, method, task, alias)) else ""))
         return
-    latest = s.latest_numbers()
-    table = Table(title=f"{len(versions)} version(s) in {s.root}", title_justify="left")
-    for col in ("ref", "aliases", "digest", "base", "method", "task", "size", "metrics", "created"):
-        table.add_column(col, no_wrap=col in ("ref", "digest", "created"))
-    for v in versions:
-        aliases = list(v.aliases) + (["latest"] if latest.get(v.name) == v.number else [])
-        table.add_row(v.ref, ", ".join(aliases), v.digest[7:19], v.base or "", v.method or "",
-                      v.task or "", _size(v.size_bytes), _metric_summary(v.metrics),
-                      v.created[:19].replace("T", " "))
-    console.print(table)
+    terminal = sys.stdout.isatty()
+    if terminal:
+        typer.echo(f"{len(versions)} version(s) in {s.root}")
+    _print_columns(_list_rows(s, versions), LIST_COLUMNS, shutil.get_terminal_size().columns if terminal else None)
+
+
+def _value(value: Any) -> str:
+    """A stored value for people: floats to 6 significant digits, lists and mappings as compact JSON."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str, separators=(", ", ": "))
+    return "" if value is None else str(value)
 
 
 def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256:<prefix>"),
          as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
     """Show one version: ref, content id, lineage, metrics, files."""
-    from rich.table import Table
+    from adapters.metrics import SPLIT_PREFERENCE
 
     v = _store(store).resolve(ref)
     if as_json:
         _print_json(v.to_dict())
         return
-    console = _console()
-    info = Table(show_header=False, title=v.ref, title_justify="left")
-    info.add_column(style="bold")
-    info.add_column()
-    for key in ("digest", "created", "aliases", "parent", "run_id", "base", "method", "task",
-                "path"):
-        value = getattr(v, key)
-        info.add_row(key, ", ".join(value) if isinstance(value, list) else str(value or ""))
-    info.add_row("size", _size(v.size_bytes))
-    for key, value in v.metrics.items():
-        info.add_row(f"metrics.{key}", json.dumps(value))
-    console.print(info)
-    files = Table(title="files", title_justify="left")
-    for col in ("file", "size", "sha256"):
-        files.add_column(col)
-    for rel, f in sorted(v.files.items()):
-        files.add_row(rel, _size(f["size"]), f["sha256"][:16])
-    console.print(files)
-    if v.lineage:
-        console.print("[bold]lineage[/]")
-        console.print_json(json.dumps(v.lineage, default=str))
+    lines = [("ref", v.ref), ("digest", v.digest), ("aliases", ", ".join(v.aliases)),
+             ("created", v.created[:19].replace("T", " ")), ("base", v.base), ("method", v.method),
+             ("task", v.task), ("size", _size(v.size_bytes)), ("parent", v.parent), ("run", v.run_id),
+             ("path", str(v.path))]
+    metrics = v.metrics or {}
+    for split in (*SPLIT_PREFERENCE, *(k for k, x in metrics.items() if isinstance(x, dict)
+                                       and k not in SPLIT_PREFERENCE)):
+        part = metrics.get(split)
+        if isinstance(part, dict):
+            numbers = [f"{k} {x:.4g}" for k, x in part.items()
+                       if isinstance(x, (int, float)) and not isinstance(x, bool)]
+            lines.append((f"{split} metrics", "  ".join(numbers)))
+    flat = [f"{k} {_value(x)}" for k, x in metrics.items() if not isinstance(x, dict)]
+    if flat:
+        lines.append(("metrics", "  ".join(flat)))
+    config = (v.lineage or {}).get("config") or {}
+    for key in ("data", "training"):
+        if isinstance(config.get(key), dict):
+            lines.append((key, "  ".join(f"{k}={_value(x)}" for k, x in config[key].items() if x is not None)))
+    lines.append(("files", "  ".join(f"{rel} ({_size(f['size'])})" for rel, f in sorted(v.files.items()))))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        if value:
+            typer.echo(f"{key.ljust(width)}  {value}")
+    typer.echo(f"{''.ljust(width)}  (`adapters show {v.ref} --json` for everything)")
 
 
 def tag(ref: str = typer.Argument(..., help="The version to tag."),
@@ -154,36 +208,32 @@ def diff(ref_a: str = typer.Argument(..., help="First version."),
          ref_b: str = typer.Argument(..., help="Second version."),
          as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
     """Compare config, lineage, metrics and files of two versions."""
-    from rich.table import Table
-
     d = _store(store).diff(ref_a, ref_b)
     if as_json:
         _print_json(d)
         return
-    console = _console()
     a, b = d["a"], d["b"]
-    same = "same content" if d["same_content"] else "different content"
-    console.print(f"[bold]{a}[/] vs [bold]{b}[/]: {same}")
+    typer.echo(f"{a} vs {b}: " + ("same content" if d["same_content"] else "different content"))
     for section, parts in d["sections"].items():
-        rows = ([(k, va, vb) for k, (va, vb) in parts["changed"].items()]
-                + [(k, v, "—") for k, v in parts["only_a"].items()]
-                + [(k, "—", v) for k, v in parts["only_b"].items()])
+        short = (lambda x: x[:12]) if section == "files" else _value  # sha256 digests
+        rows = ([(k, *((short(va), short(vb)) if section == "files" else _pair(va, vb)))
+                 for k, (va, vb) in parts["changed"].items()]
+                + [(k, short(v), f"(not in {b})") for k, v in parts["only_a"].items()]
+                + [(k, f"(not in {a})", short(v)) for k, v in parts["only_b"].items()])
+        shared = len(parts["same"])
         if not rows:
-            console.print(f"{section}: identical ({len(parts['same'])} keys)")
+            typer.echo(f"{section}: identical ({shared} shared)")
             continue
-        table = Table(title=f"{section} ({len(rows)} differ, {len(parts['same'])} shared)",
-                      title_justify="left")
-        table.add_column("key")
-        table.add_column(a)
-        table.add_column(b)
+        typer.echo(f"{section}: {len(rows)} differ, {shared} shared")
+        width = max(len(k) for k, _, _ in rows)
         for key, va, vb in rows:
-            table.add_row(key, _short(va), _short(vb))
-        console.print(table)
+            typer.echo(f"  {key.ljust(width)}  {va}  ->  {vb}")
 
 
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _pair(a: Any, b: Any) -> tuple[str, str]:
+    """Two differing values as text that still differs (full precision when rounding hides it)."""
+    ta, tb = _value(a), _value(b)
+    return (repr(a), repr(b)) if ta == tb else (ta, tb)
 
 
 def import_cmd(

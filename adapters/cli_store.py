@@ -5,6 +5,7 @@ and ``export --merged``, which merges an adapter into its base."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import tempfile
@@ -287,9 +288,13 @@ def convert_pickled(src: Path, dest: Path) -> Path:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError ...
-            raise StoreError(f"cannot load {path.relative_to(dest)} as plain weights: {exc}",
-                             hint="the pickle holds more than tensors; re-save the adapter with "
-                             "save_pretrained(..., safe_serialization=True)") from None
+            # torch's own text goes on to suggest weights_only=False, which would run the pickle's
+            # code: only the object it refused is passed on.
+            found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
+            what = f" (it holds {found[1]}, not only tensors)" if found else ""
+            raise StoreError(f"cannot load {path.relative_to(dest)} as plain weights{what}",
+                             hint="where the file is trusted, load the adapter with peft and re-save it "
+                             "with save_pretrained(..., safe_serialization=True)") from None
         if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor)
                                                   for t in state.values()):
             raise StoreError(f"{path.relative_to(dest)} is not a dict of tensors",
@@ -341,7 +346,15 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
     console.print(f"exported {v.ref} to {out}")
     if fmt == "vllm":
         name = lora_name or v.name
-        base = config.get("base_model_name_or_path") or v.base or "BASE_MODEL"
+        from adapters.bases import BUILTINS
+
+        builtin = BUILTINS.get(v.base or "")
+        # A built-in base's own files are a local (and for SmolLM2 a dequantized GGUF) copy that
+        # vLLM cannot load by name: it gets the hub model the copy was made from.
+        base = builtin.hub_id if builtin else config.get("base_model_name_or_path") or v.base or "BASE_MODEL"
+        if builtin:
+            console.print(f"note: {v.ref} was trained on the built-in base {builtin.name}, made from "
+                          f"{builtin.hub_id}; vLLM loads that model from the hub")
         module = f"{name}={out}"
         extra = ""
         rank = int(config.get("r") or 0)

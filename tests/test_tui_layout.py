@@ -75,6 +75,12 @@ async def test_per_class_metrics_stay_one_row_per_class():
         assert re.search(r"^\s*rotten\s+0\.812\s+0\.792\s+0\.842\s+250\s*$", text, re.M), text
         assert re.search(r"^\s*f1_macro\s+0\.812\s+0\.812\s*$", text, re.M), text  # dev and test side by side
 
+        await pilot.press("f")  # file names stay whole; the digests make room
+        await pilot.pause()
+        text = _plain(app.query_one("#details-files-body"))
+        assert re.search(r"^\s*adapter_model\.safetensors\s+8\.2 KB\s*$", text, re.M), text
+        assert "sha256: not shown" in text
+
 
 def test_a_grid_too_narrow_leaves_out_columns_and_says_which():
     grid = FittedGrid("per class", ["class", "F1", "P", "R", "n"], [("rotten", "0.812", "0.792", "0.842", "250")],

@@ -25,16 +25,6 @@ def _pairs(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def _grid(title: str, headers: list[str], rows: list[tuple[str, ...]]) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False,
-                  header_style="bold", expand=True)
-    for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i < 2 else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
-    return table
-
-
 class FittedGrid:
     """A table of short cells that fits the width it is given by leaving out its least important
     columns (lowest ``priority`` stays longest), and says which ones it left out: numbers folded
@@ -118,5 +108,5 @@ class VersionDetails(Vertical):
                                                   [(name, f1, p, r, n) for _, name, p, r, f1, n in d.per_class],
                                                   priority=[0, 1, 3, 4, 2])]
         bodies["metrics"].update(Group(*metric_parts) if metric_parts else Text("No metrics recorded.", style="dim"))
-        bodies["files"].update(_grid("files", ["file", "size", "sha256"],
-                                     [(rel, size, sha) for rel, size, sha in d.files]))
+        bodies["files"].update(FittedGrid("files", ["file", "size", "sha256"],
+                                          [(rel, size, sha) for rel, size, sha in d.files], priority=[0, 1, 2]))

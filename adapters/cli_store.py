@@ -159,7 +159,7 @@ def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256
     flat = [f"{k} {_value(x)}" for k, x in metrics.items() if not isinstance(x, dict)]
     if flat:
         lines.append(("metrics", "  ".join(flat)))
-    config = (v.lineage or {}).get("config") or {}
+    config = (v.lineage or {}).get("training") or {}  # the whole training config
     for key in ("data", "training"):
         if isinstance(config.get(key), dict):
             lines.append((key, "  ".join(f"{k}={_value(x)}" for k, x in config[key].items() if x is not None)))

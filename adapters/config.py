@@ -238,11 +238,51 @@ def validate(raw: dict, source: str = "") -> TrainConfig:
         raise _explain(exc, source or "(mapping)") from None
 
 
+# The config keys that may name local files or folders.
+PATH_KEYS = (("data", "source"), ("base",), ("init_from",))
+
+
+def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> dict:
+    """``data`` with each relative local path under PATH_KEYS made absolute against ``folder``,
+    so a config means the same from any directory and its lineage reruns anywhere. Built-in
+    names, hub ids and store refs stay as written: a value counts as a path when it exists under
+    ``folder`` or (unless ``only_existing``) reads like one (``./x``, ``a/b/c``, ``x.csv``)."""
+    from adapters.bases import BUILTINS
+    from adapters.data_sources import looks_like_path
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for keys in PATH_KEYS:
+        parent = out
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent.get(key), dict) else None
+            if parent is None:
+                break
+        value = parent.get(keys[-1]) if parent is not None else None
+        if not isinstance(value, str) or not value or value.startswith("builtin:"):
+            continue
+        if keys == ("base",) and value in BUILTINS:  # a built-in name wins over a folder of that name
+            continue
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            continue
+        candidate = folder / path
+        reads_like_a_path = keys == ("data", "source") and looks_like_path(value)
+        if candidate.exists() or (reads_like_a_path and not only_existing):
+            parent[keys[-1]] = str(candidate.resolve())
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 raw: dict | None = None) -> TrainConfig:
-    """Read a YAML config (or take a mapping), apply ``--set`` overrides and validate it."""
-    data = dict(raw or {}) if path is None else read_yaml(path)
-    data = apply_overrides(data, overrides or [])
+    """Read a YAML config (or take a mapping), apply ``--set`` overrides and validate it.
+
+    Relative paths in the file start from the file's folder; in ``--set`` overrides and in a
+    mapping, from the current directory. Either way they are stored absolute."""
+    if path is None:
+        data = dict(raw or {})
+    else:
+        data = anchor_paths(read_yaml(path), Path(path).resolve().parent)
+    data = anchor_paths(apply_overrides(data, overrides or []), Path.cwd(), only_existing=True)
     return validate(data, str(path) if path else "")
 
 

@@ -43,14 +43,14 @@ def read_source(source: str, subset: str | None = None) -> tuple[dict[str, Any],
         return {"train": _read_file(path)}, _hash_paths([path], None)
     if path.is_dir():
         return _read_dir(path)
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise DataError(f"data file not found: {source}",
-                        "check the path in data.source (relative paths start from the current "
-                        "directory)")
+                        "check the path in data.source (in a config file a relative path starts "
+                        "from the file's folder; given with --set, from the current directory)")
     return _read_hub(source, subset)
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # Hub names are "name" or "org/name"; anything else is meant as a local path.
     return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
             or bool(Path(source).suffix))

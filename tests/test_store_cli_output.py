@@ -35,7 +35,7 @@ def home(tmp_path: Path, monkeypatch) -> Path:
                                                  ("rt-lora", {"test": {"f1_macro": 0.7555}}, 3)]):
         src = make_adapter_dir(tmp_path / "src" / str(i), payload=str(i).encode() * 50)
         s.put(src, name, metrics=metrics,
-              lineage={"base": LONG_BASE, "config": {"training": {"epochs": epochs, "learning_rate": 2e-3,
+              lineage={"base": LONG_BASE, "training": {"training": {"epochs": epochs, "learning_rate": 2e-3,
                                                                   "history": list(range(30)) + [epochs]}}})
     return home
 
@@ -108,6 +108,8 @@ def test_show_is_a_short_summary(home):
     assert any(line.split()[:2] == ["test", "metrics"] and "f1_macro 0.7481" in line for line in lines)
     assert "0.7512345678" not in out.stdout and "accuracy 0.7512" in out.stdout
     assert "--json" in lines[-1]
+    assert any(line.split()[:1] == ["training"] and "epochs=1" in line and "learning_rate=0.002" in line
+               for line in lines), out.stdout
     full = json.loads(piped("show", "rt-lora@1", "--json").stdout)
     assert full["metrics"] == METRICS
 
@@ -116,9 +118,9 @@ def test_diff_names_what_changed_in_full(home):
     out = piped("diff", "rt-lora@1", "rt-lora@2")
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert re.search(r"config\.training\.epochs +1  ->  3\n", text), text
+    assert re.search(r"training\.training\.epochs +1  ->  3\n", text), text
     # A long list that differs only at its end is shown whole, so the difference is visible.
-    history = next(line for line in text.splitlines() if "config.training.history" in line)
+    history = next(line for line in text.splitlines() if "training.training.history" in line)
     assert "29, 1]" in history and "29, 3]" in history
     assert re.search(r"test\.f1_macro +0\.748123  ->  0\.7555\n", text), text
     assert "dev.accuracy" in text and "(not in rt-lora@2)" in text

@@ -116,7 +116,7 @@ def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Pa
         return path
     from store import Store
 
-    with Store(store_root) as s:
+    with Store(store_root, create=False) as s:  # reading: a mistyped store is not made here
         return s.check(str(adapter)).path
 
 

@@ -93,3 +93,34 @@ def test_serve_process_from_a_config(tmp_path, tiny_llama, chat_jsonl):
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_serve_refuses_a_bad_ref_and_a_busy_port_before_loading_anything(tmp_path):
+    """The checks that take milliseconds come before the seconds of torch and the base: a
+    missing ref or a port in use is the first thing the user sees, exit 2, one line and a hint."""
+    import socket
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from adapters.server.cli import check_before_loading, load_config\n"
+            "from adapters.errors import UsageError\n"
+            "try:\n"
+            "    check_before_loading(load_config(None, {'base': 'minilm-l6', 'adapters': sys.argv[1:2],"
+            " 'port': int(sys.argv[2])}))\n"
+            "except UsageError as e:\n"
+            "    print(e.message)\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
+    env = {**os.environ, "ADAPTERS_HOME": str(tmp_path / "home")}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-c", code, "nope@1", str(port)], capture_output=True, text=True,
+                             env=env, timeout=120)
+        assert out.stdout.splitlines() == ["cannot preload adapter 'nope@1': no adapter store at "
+                                           f"{tmp_path / 'home'}", "torch not loaded"], out
+        cli = subprocess.run([str(Path(sys.executable).with_name("adapters")), "serve", "--base", "minilm-l6",
+                              "--port", str(port)], capture_output=True, text=True, env=env, timeout=120)
+    assert cli.returncode == 2, cli
+    assert cli.stderr.splitlines()[0] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"

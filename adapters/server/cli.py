@@ -79,6 +79,32 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
                           "see configs/serve-smollm2.yaml for every key") from None
 
 
+def check_before_loading(cfg: ServeConfig) -> None:
+    """What can be checked in milliseconds, before the seconds of loading torch and the base:
+    the base name, every preloaded ref in the store, and that the port is free to bind."""
+    import socket
+
+    from adapters.api import adapter_dir
+    from adapters.bases import resolve_base
+    from adapters.errors import UsageError
+    from store.errors import StoreError
+
+    resolve_base(cfg.base)
+    for ref in cfg.adapters:
+        try:
+            adapter_dir(ref, cfg.store)
+        except StoreError as exc:
+            raise UsageError(f"cannot preload adapter '{ref}': {exc.message}", exc.hint or "check `adapters list`") from None
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((cfg.host, cfg.port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}",
+                             "pass another --port (or stop what uses this one)") from None
+
+
 def build(cfg: ServeConfig):
     """The engine (adapters preloaded) and the app for a config."""
     from adapters.errors import UsageError
@@ -147,6 +173,7 @@ def serve(
                  "allowed_hosts": [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None,
                  "log_level": log_level}
     cfg = load_config(config, overrides)
+    check_before_loading(cfg)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         typer.echo(f"warning: binding {cfg.host} without an API key; anyone who can reach it can use it "
                    "(set ADAPTERS_API_KEY)", err=True)

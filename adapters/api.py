@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from adapters.config import TrainConfig, load_config
 
@@ -19,12 +20,18 @@ def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | N
 
 def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | None = None,
           output: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
-          progress: bool = False, store: bool = True, store_root: str | Path | None = None):
+          progress: bool | None = None, callback: Callable[[dict], None] | None = None, store: bool = True,
+          store_root: str | Path | None = None):
     """Train an adapter from a config (a TrainConfig, a mapping, or a YAML path).
 
     The result is stored as a new version of ``config.name`` (unless ``store=False``) and returned
     as a ``TrainResult``: ``ref`` ("name@3"), ``metrics`` ({"dev": ..., "test": ...}),
-    ``output_dir`` (a plain PEFT directory) and ``run_dir`` (holding the JSONL event log)."""
+    ``output_dir`` (a plain PEFT directory) and ``run_dir`` (holding the JSONL event log).
+
+    ``progress``: a progress bar (step, loss, tokens/s, ETA); by default shown on a terminal and
+    in a Jupyter notebook, not when output goes to a file or a pipe. ``callback`` gets every
+    run-log event as it happens (``{"event": "step", "step": 10, "loss": ...}``, ``"eval"`` with
+    its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``."""
     from adapters.paths import runs_dir
     from adapters.trainer import Trainer, new_run_id
 
@@ -35,7 +42,13 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     if cfg.init_from:
         init_from = adapter_dir(cfg.init_from, store_root)
         parent = _store_ref(cfg.init_from, store_root)
-    trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from)
+    if progress is None:
+        from rich.console import Console
+
+        console = Console()
+        progress = console.is_terminal or console.is_jupyter
+    trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from,
+                      callback=callback)
     if not store:
         return trainer.run()
     recorded_parent = parent or (str(init_from) if init_from else None)

@@ -6,17 +6,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 
 class RunLog:
-    def __init__(self, path: Path):
+    """``callback``, if given, gets each event as written (the same dict as the log's line)."""
+
+    def __init__(self, path: Path, callback: Callable[[dict], None] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.callback = callback
 
     def write(self, event: str, **fields) -> None:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
+        if self.callback is not None:
+            self.callback(record)
 
 
 def read_events(path: Path) -> list[dict]:

@@ -160,9 +160,10 @@ class Trainer:
     """Holds one run's state so the loop below reads top to bottom."""
 
     def __init__(self, cfg: TrainConfig, output_dir: Path, run_dir: Path, resume: bool = False,
-                 progress: bool = True, init_from: str | None = None):
+                 progress: bool = True, init_from: str | None = None, callback=None):
         self.cfg, self.output_dir, self.run_dir = cfg, Path(output_dir), Path(run_dir)
         self.resume, self.show_progress, self.init_from = resume, progress, init_from or cfg.init_from
+        self.callback = callback  # gets every run-log event as it is written
         check_metric(cfg)
 
     # ---- setup -------------------------------------------------------------------------------
@@ -294,9 +295,9 @@ class Trainer:
         except UsageError:
             raise
         except BaseException as exc:  # a crash or Ctrl+C while loading: no bad input, so keep a trace
-            _log_end(RunLog(events), exc, name=self.cfg.name)
+            _log_end(RunLog(events, self.callback), exc, name=self.cfg.name)
             raise
-        log = RunLog(events)  # creates the run directory
+        log = RunLog(events, self.callback)  # creates the run directory
         try:
             result = self._loop(log, run_id)
             if keep is not None:

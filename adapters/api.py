@@ -32,10 +32,12 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     in a Jupyter notebook, not when output goes to a file or a pipe. ``callback`` gets every
     run-log event as it happens (``{"event": "step", "step": 10, "loss": ...}``, ``"eval"`` with
     its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``."""
-    from adapters.paths import runs_dir
-    from adapters.trainer import Trainer, new_run_id
-
     cfg = _as_config(config, overrides)
+    _check_before_loading(cfg)
+
+    from adapters.paths import runs_dir
+    from adapters.trainer import Trainer, new_run_id  # torch: after the quick checks
+
     run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / new_run_id(cfg.name)
     output = Path(output) if output else run_dir / "adapter"
     init_from, parent = None, None
@@ -64,6 +66,17 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 
     # Stored before the run log says finished: if storing fails, the run ends as failed.
     return trainer.run(keep=keep)
+
+
+def _check_before_loading(cfg: TrainConfig) -> None:
+    """The mistakes found in milliseconds, before torch and the base load: a data file or a local
+    base that is not there, a base name that is a near miss of a built-in one."""
+    from adapters.bases import BUILTINS, resolve_base
+    from adapters.data_sources import check_local_source
+
+    check_local_source(cfg.data.source)
+    if cfg.base not in BUILTINS:  # a built-in may need its one-time conversion: leave it to the trainer
+        resolve_base(cfg.base)
 
 
 def _put(result, name: str, store_root):

@@ -43,11 +43,18 @@ def read_source(source: str, subset: str | None = None) -> tuple[dict[str, Any],
         return {"train": _read_file(path)}, _hash_paths([path], None)
     if path.is_dir():
         return _read_dir(path)
-    if looks_like_path(source):
-        raise DataError(f"data file not found: {source}",
-                        "check the path in data.source (in a config file a relative path starts "
-                        "from the file's folder; given with --set, from the current directory)")
+    check_local_source(source)
     return _read_hub(source, subset)
+
+
+def check_local_source(source: str) -> None:
+    """Refuse a data.source that is meant as a local path but names nothing (milliseconds, so
+    it can run before any model code loads)."""
+    if is_builtin(source) or not looks_like_path(source) or Path(source).expanduser().exists():
+        return
+    raise DataError(f"data file not found: {source}",
+                    "check the path in data.source (in a config file a relative path starts "
+                    "from the file's folder; given with --set, from the current directory)")
 
 
 def looks_like_path(source: str) -> bool:

@@ -55,3 +55,21 @@ def test_help_shows_option_values_by_name():
 def test_version():
     out = run("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"adapters {version('adapter-manager')}", out
+
+
+@pytest.mark.parametrize("source, base, message", [
+    ("missing.csv", "minilm-l6", "data file not found: {folder}/missing.csv"),
+    ("builtin:rotten-tomatoes", "minilm-l7", "unknown base model 'minilm-l7'; did you mean 'minilm-l6'?"),
+])
+def test_train_reports_a_missing_file_or_base_before_loading_torch(tmp_path, source, base, message):
+    """The mistakes found in milliseconds come first, not after seconds of imports."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: m\nbase: {base}\ndata: {{source: '{source}'}}\n")
+    code = ("import sys\nfrom adapters.cli import main\n"
+            f"code = main(['train', {str(config)!r}])\n"
+            "print(code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ADAPTERS_HOME": str(tmp_path / "home")})
+    assert out.stdout.split() == ["2", "False"], out
+    assert out.stderr.splitlines()[0] == "error: " + message.format(folder=tmp_path), out.stderr
+    assert not (tmp_path / "home").exists()

@@ -1,15 +1,10 @@
-"""Text for people: sizes, ages, durations and headline metrics. No Textual, no torch."""
+"""Text for people: sizes, ages, durations and numbers. No Textual, no torch."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
 from typing import Any
-
-# The first of these that a version's metrics report is its "headline"; classification first,
-# then entity F1, then language-model numbers (lower is better for those).
-HEADLINE_METRICS = ("f1_macro", "f1", "accuracy", "perplexity", "loss")
-SPLIT_PREFERENCE = ("test", "dev")
 
 
 def human_size(n: int | float | None) -> str:
@@ -87,28 +82,3 @@ def number(value: Any) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
-def headline_metric(metrics: dict | None) -> tuple[str, float, str] | None:
-    """(metric, value, split) for the number that best summarises a version, or None."""
-    if not isinstance(metrics, dict):
-        return None
-    for split in SPLIT_PREFERENCE:
-        part = metrics.get(split)
-        if not isinstance(part, dict):
-            continue
-        for key in HEADLINE_METRICS:
-            value = part.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return key, float(value), split
-    for key in HEADLINE_METRICS:  # metrics stored flat (an imported adapter, a merge)
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return key, float(value), ""
-    return None
-
-
-def headline_text(metrics: dict | None) -> str:
-    found = headline_metric(metrics)
-    if found is None:
-        return ""
-    key, value, split = found
-    return f"{key} {value:.3f}" + (f" ({split})" if split else "")

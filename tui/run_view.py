@@ -10,7 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from tui.formatting import HEADLINE_METRICS, duration, number
+from adapters.metrics import HEADLINE_METRICS
+from tui.formatting import duration, number
 from tui.runs import RunState
 from tui.widgets import FittedLine
 

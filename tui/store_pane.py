@@ -19,7 +19,8 @@ from textual.widgets import DataTable, Select, Static
 
 from store import Version
 from tui.catalog import AdapterRow, Filters, choices, group, read_versions
-from tui.formatting import age, headline_text, human_size
+from adapters.metrics import headline_text
+from tui.formatting import age, human_size
 from tui.modals import ConfirmModal
 from tui.store_details import VersionDetails
 from tui.widgets import FitTable, Deferred, ReportsWorkerErrors, TextField, fill_table

@@ -19,7 +19,8 @@ from textual.widgets.option_list import Option
 from store import Version
 from tui import train_config
 from tui.catalog import CONFIG_FILE, read_versions, refs_by_run
-from tui.formatting import age, headline_text
+from adapters.metrics import headline_text
+from tui.formatting import age
 from tui.modals import ConfirmModal
 from tui.run_view import STATUS_STYLES, RunView
 from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command

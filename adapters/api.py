@@ -80,7 +80,7 @@ def _check_before_loading(cfg: TrainConfig) -> None:
 
 
 def _put(result, name: str, store_root):
-    from store import Store
+    from adapters_store import Store
 
     with Store(store_root) as s:
         return s.put(result.output_dir, name, lineage=result.lineage, metrics=result.metrics,
@@ -140,7 +140,7 @@ def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Pa
     path = Path(adapter).expanduser()
     if path.is_dir():
         return path
-    from store import Store
+    from adapters_store import Store
 
     with Store(store_root, create=False) as s:  # reading: a mistyped store is not made here
         return s.check(str(adapter)).path
@@ -149,7 +149,7 @@ def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Pa
 def _store_ref(adapter: str | Path, store_root: str | Path | None) -> str | None:
     if Path(adapter).expanduser().is_dir():
         return None
-    from store import Store
+    from adapters_store import Store
 
     with Store(store_root) as s:
         return s.resolve(str(adapter)).ref

@@ -49,7 +49,7 @@ def _register_commands() -> None:
     from adapters import doctor
     doctor.register(app)
     server_cli.register(app)
-    from tui import cli as tui_cli
+    from adapters_tui import cli as tui_cli
     tui_cli.register(app)
     _registered = True
 
@@ -111,7 +111,7 @@ def _usage_error(error) -> int:
 def main(argv: list[str] | None = None) -> int:
     import typer.main
 
-    from store.errors import HintedError
+    from adapters_store.errors import HintedError
 
     _register_commands()
     args = sys.argv[1:] if argv is None else list(argv)

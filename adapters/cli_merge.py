@@ -44,7 +44,7 @@ def merge_cmd(
     check_options(refs, parsed, method, density)  # bad options fail before torch loads
     result = merge(refs, weights=parsed, method=method, density=density, name=name, store=store, seed=seed)
     if as_json:
-        from store import Store
+        from adapters_store import Store
 
         with Store(store) as s:
             typer.echo(json.dumps(s.resolve(result.ref).to_dict(), indent=2, default=str))

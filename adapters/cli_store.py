@@ -23,7 +23,7 @@ VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 def _store(path: Optional[Path], *, create: bool = False):
     """Only commands that store something create a store; the others refuse a path without one,
     so a mistyped --store is reported instead of becoming a new, empty store."""
-    from store import Store
+    from adapters_store import Store
 
     return Store(path, create=create)
 
@@ -96,14 +96,14 @@ def list_cmd(
     import sys
     from typing import get_args
 
-    from store.core import default_root
+    from adapters_store.core import default_root
 
     if store is None and not (default_root() / "store.db").is_file():
         # The default place before the first `train` or `import`: nothing stored yet, not an error.
         if as_json:
             _print_json([])
         else:
-            typer.echo(f"no adapters stored yet ({default_root()} holds no store); "
+            typer.echo(f"no adapters stored yet ({default_root().resolve()} holds no store); "
                        "train one with `adapters train configs/rt-minilm-lora.yaml`")
         return
     s = _store(store)
@@ -175,7 +175,7 @@ def tag(ref: str = typer.Argument(..., help="The version to tag."),
         alias: str = typer.Argument(..., help="Alias such as prod; moves if it exists."),
         store: Optional[Path] = StoreOpt) -> None:
     """Point an alias (e.g. prod) at a version."""
-    from store import RefNotFound, check_alias
+    from adapters_store import RefNotFound, check_alias
 
     check_alias(alias)
     s = _store(store)
@@ -250,7 +250,7 @@ def import_cmd(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Import a PEFT adapter directory made elsewhere."""
-    from store import AlreadyStored, PickleRefused
+    from adapters_store import AlreadyStored, PickleRefused
 
     s = _store(store, create=True)
     existing = False
@@ -278,7 +278,7 @@ def import_cmd(
 def convert_pickled(src: Path, dest: Path) -> Path:
     """Copy ``src`` to ``dest`` with every adapter_model.bin replaced by adapter_model.safetensors
     (``torch.load(weights_only=True)``, which refuses arbitrary objects)."""
-    from store import StoreError
+    from adapters_store import StoreError
 
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"))
     for path in sorted(dest.rglob("adapter_model.bin")):
@@ -304,7 +304,7 @@ def convert_pickled(src: Path, dest: Path) -> Path:
             save_file({k: t.detach().contiguous().clone() for k, t in state.items()}, str(out),
                       metadata={"format": "pt"})
         path.unlink()
-    from store.files import PICKLE_SUFFIXES
+    from adapters_store.files import PICKLE_SUFFIXES
 
     left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*")
                   if p.name.lower().endswith(PICKLE_SUFFIXES))
@@ -326,7 +326,7 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
                                        "a quantized base is dequantized first)."),
            store: Optional[Path] = StoreOpt) -> None:
     """Copy a version out of the store as a plain PEFT directory (or, --merged, a full model)."""
-    from store import StoreError
+    from adapters_store import StoreError
 
     if fmt not in ("peft", "vllm"):
         raise StoreError(f"unknown export format {fmt!r}", hint="use --format peft or vllm")
@@ -370,7 +370,7 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
 
 def _stored_config(s, v) -> dict:
     """adapter_config.json of a version, read from its checked blob."""
-    from store import IntegrityError
+    from adapters_store import IntegrityError
 
     try:
         config = json.loads(s.open_file(v.ref, "adapter_config.json"))

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from adapters.cli import fail
-    from store.errors import HintedError
+    from adapters_store.errors import HintedError
 
     try:
         sys.exit(main())

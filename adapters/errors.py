@@ -7,7 +7,7 @@ The CLI prints ``message`` and ``hint`` and exits with ``exit_code`` (2 for bad 
 
 from __future__ import annotations
 
-from store.errors import HintedError
+from adapters_store.errors import HintedError
 
 
 class AdaptersError(HintedError):

@@ -85,7 +85,7 @@ def merge(refs: list[str], *, weights: list[float] | None = None, method: str = 
     ``store`` is a ``Store``, a store directory, or None for the default store. ``device``: where
     the base is loaded for peft's arithmetic; by default the CPU, which is plenty for arithmetic on
     adapter-sized matrices and gives the same merge on every machine."""
-    from store import Store, check_name
+    from adapters_store import Store, check_name
 
     check_name(name)
     refs, weights, density = check_options(refs, weights, method, density)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def home(store_root: Path | None = None) -> Path:
-    from store import default_root
+    from adapters_store import default_root
 
     return Path(store_root) if store_root else default_root()
 

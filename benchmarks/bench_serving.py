@@ -211,7 +211,7 @@ def run(quick: bool = False) -> dict:
 def _run(quick: bool, work: Path) -> dict:
     from benchmarks import bench_serving_cls as CLS
     from benchmarks import bench_serving_gen as GEN
-    from store import Store
+    from adapters_store import Store
 
     s = settings(quick)
     quant = engine_quant()

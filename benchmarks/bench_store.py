@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from benchmarks import common as C
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 
 N_VERSIONS = int(os.environ.get("BENCH_STORE_VERSIONS", "10000"))
 N_NAMES = 100

@@ -86,7 +86,7 @@ def _first_frame(app, table_id: str) -> None:
 
 
 def ours() -> None:
-    from tui.app import AdaptersApp
+    from adapters_tui.app import AdaptersApp
 
     _first_frame(AdaptersApp(), "adapters-table")
 
@@ -95,7 +95,7 @@ def minimal() -> None:
     from textual.app import App
     from textual.widgets import DataTable, Footer, Header
 
-    from store import Store
+    from adapters_store import Store
 
     class Minimal(App):
         def compose(self):
@@ -144,8 +144,8 @@ def _start(func: str, home: Path) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    from store import Store
-    from store.testing import make_adapter_dir
+    from adapters_store import Store
+    from adapters_store.testing import make_adapter_dir
 
     runs = 3 if quick else 9
     load_start = os.getloadavg()

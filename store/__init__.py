@@ -1,13 +1,13 @@
 """The local versioned adapter store. Imports no torch.
 
-    from store import Store
+    from adapters_store import Store
     s = Store()                       # $ADAPTERS_HOME, else the user data dir
     v = s.put("out/adapter", "sentiment", lineage={...}, metrics={...})
     s.tag(v.ref, "prod"); s.resolve("sentiment@prod").path
 """
 
-from store.core import Store, default_root
-from store.errors import (
+from adapters_store.core import Store, default_root
+from adapters_store.errors import (
     AliasInUse,
     AlreadyStored,
     AmbiguousRef,
@@ -24,8 +24,8 @@ from store.errors import (
     StoreNotFound,
     StoreVersionError,
 )
-from store.model import GcPlan, Problem, Version
-from store.refs import ParsedRef, check_alias, check_name, parse_ref
+from adapters_store.model import GcPlan, Problem, Version
+from adapters_store.refs import ParsedRef, check_alias, check_name, parse_ref
 
 __all__ = [
     "AliasInUse",

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from store import files as fs
-from store.errors import (
+from adapters_store import files as fs
+from adapters_store.errors import (
     AliasInUse,
     AlreadyStored,
     InvalidMetadata,
@@ -39,11 +39,11 @@ from store.errors import (
     StoreLocked,
     StoreNotFound,
 )
-from store.locks import LockTimeout, OwnerLock, ProcessLock, SharedLock
-from store.maintenance import Maintenance
-from store.model import Version
-from store.queries import alias_hint, load_versions, prefixed, resolve_row
-from store.refs import LATEST, check_alias, check_name, parse_ref
+from adapters_store.locks import LockTimeout, OwnerLock, ProcessLock, SharedLock
+from adapters_store.maintenance import Maintenance
+from adapters_store.model import Version
+from adapters_store.queries import alias_hint, load_versions, prefixed, resolve_row
+from adapters_store.refs import LATEST, check_alias, check_name, parse_ref
 
 
 def default_root() -> Path:
@@ -114,7 +114,7 @@ class Store(Maintenance):
         self._clean_tmp()
 
     def _connect(self) -> sqlite3.Connection:
-        from store.schema import connect  # migrations serialise on SQLite's BEGIN IMMEDIATE
+        from adapters_store.schema import connect  # migrations serialise on SQLite's BEGIN IMMEDIATE
 
         return connect(self.root / "store.db", durable=self.durable)
 

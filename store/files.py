@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from store.errors import InvalidAdapterDir, PickleRefused
+from adapters_store.errors import InvalidAdapterDir, PickleRefused
 
 CHUNK = 1 << 20
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

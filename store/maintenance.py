@@ -12,10 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from store import files as fs
-from store.errors import DestinationExists, DestinationUnwritable, IntegrityError, RefNotFound
-from store.locks import OwnerLock
-from store.model import GcPlan, Problem, Version
+from adapters_store import files as fs
+from adapters_store.errors import DestinationExists, DestinationUnwritable, IntegrityError, RefNotFound
+from adapters_store.locks import OwnerLock
+from adapters_store.model import GcPlan, Problem, Version
 
 
 class Maintenance:
@@ -181,7 +181,7 @@ class Maintenance:
 
     def _still_there(self, version: Version, doing: str) -> Version:
         """``version`` as the index has it now; RefNotFound if it was removed meanwhile."""
-        from store.queries import load_versions, prefixed
+        from adapters_store.queries import load_versions, prefixed
 
         with self._read() as db:
             row = db.execute(f"SELECT {prefixed('v')} FROM versions v WHERE v.name = ? AND"

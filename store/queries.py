@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store.errors import AmbiguousRef, RefNotFound
-from store.model import Version
-from store.refs import LATEST, ParsedRef
+from adapters_store.errors import AmbiguousRef, RefNotFound
+from adapters_store.model import Version
+from adapters_store.refs import LATEST, ParsedRef
 
 VERSION_COLUMNS = ("id", "name", "number", "digest", "created", "parent", "run_id", "lineage",
                    "metrics")

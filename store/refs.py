@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from store.errors import InvalidName
+from adapters_store.errors import InvalidName
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch: "$" allows a "\n"
 HEX_RE = re.compile(r"[0-9a-f]{8,64}")

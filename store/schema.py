@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store.errors import StoreVersionError
+from adapters_store.errors import StoreVersionError
 
 MIGRATIONS: list[list[str]] = [
     # 1: adapters (per-name counter, never decremented), versions, aliases, files

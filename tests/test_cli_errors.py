@@ -120,8 +120,8 @@ def test_a_crash_mid_run_keeps_its_log_ended_as_failed_and_stores_nothing(tiny_b
                                                                           capsys, monkeypatch, _isolated_home):
     from adapters import trainer
     from adapters.runlog import read_events
-    from store import Store
-    from tui.runs import RunWatcher
+    from adapters_store import Store
+    from adapters_tui.runs import RunWatcher
 
     evaluations = []
     real_after_eval = trainer.Trainer._after_eval

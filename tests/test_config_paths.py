@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from adapters.config import load_config
-from store import Store
+from adapters_store import Store
 
 ADAPTERS = str(Path(sys.executable).with_name("adapters"))
 

@@ -83,7 +83,7 @@ def test_lora_merge_equals_peft_add_weighted_adapter(gen_loras, tiny_llama, meth
     assert merge["method"] == method and merge["density"] == density
     assert [p["ref"] for p in merge["parents"]] == refs
     assert [p["weight"] for p in merge["parents"]] == weights
-    from store import Store
+    from adapters_store import Store
 
     with Store() as s:
         version = s.resolve(result.ref)
@@ -182,7 +182,7 @@ def _relabelled(src, dst, labels):
 
 def test_incompatible_parents_are_refused_and_nothing_is_stored(bert_classifiers, gen_loras, llama_classifier,
                                                                 tmp_path):
-    from store import RefNotFound, Store
+    from adapters_store import RefNotFound, Store
 
     bert = stored(bert_classifiers["lora1"], "bert-lora")
     bert_prefix = stored(bert_classifiers["prefix1"], "bert-prefix")

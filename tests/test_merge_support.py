@@ -13,7 +13,7 @@ from test_runtime_support import CHAT, train
 
 def stored(path: Path, name: str, store_root: Path | None = None) -> str:
     """Put the adapter directory ``path`` into the store (default: this test's) as ``name``."""
-    from store import Store
+    from adapters_store import Store
 
     lineage = json.loads((path / "adapter_manager.json").read_text())
     with Store(store_root) as s:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from store import Store
-from store import files as fs
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store import files as fs
+from adapters_store.testing import make_adapter_dir
 
 pytestmark = pytest.mark.reliability
 
@@ -52,7 +52,7 @@ def _sources(root: Path, count: int, size: int) -> list[Path]:
 KILLED_WRITER = r"""
 import sys
 from pathlib import Path
-from store import Store
+from adapters_store import Store
 root, seed = Path(sys.argv[1]), int(sys.argv[2])
 srcs = [Path(p) for p in sys.argv[3:]]
 s = Store(root)
@@ -133,8 +133,8 @@ def test_sigkill_during_puts_loses_nothing_reported_and_leaves_the_store_whole(t
 WORKER = r"""
 import json, os, random, sys, traceback
 from pathlib import Path
-from store import RefNotFound, Store
-from store import files as fs
+from adapters_store import RefNotFound, Store
+from adapters_store import files as fs
 
 role, root, seed, ops, out_dir = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), \
     int(sys.argv[4]), Path(sys.argv[5])

@@ -17,7 +17,7 @@ import adapters
 from adapters.cli import main
 from adapters.runlog import read_events
 from conftest import tiny_config
-from tui.runs import RunWatcher
+from adapters_tui.runs import RunWatcher
 
 
 def _wait_for_checkpoint(proc, runs, name: str, at_least: int):
@@ -91,7 +91,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_runs_weights(tiny_bert, se
     for ours_p, ref_p in zip(ours_state["optimizer"]["state"].values(), reference_state["optimizer"]["state"].values()):
         _assert_same_tensors(ours_p, ref_p, "optimizer state")
     # ... and the adapter it kept (the best dev step's) and stored.
-    from store import Store
+    from adapters_store import Store
 
     with Store(_isolated_home) as s:
         versions = s.list()

@@ -210,7 +210,7 @@ def test_long_message_lists_are_refused_before_the_template_renders(served):
 def test_failed_loads_are_remembered_in_bounded_memory(served, tmp_path):
     """Refs that fail to load (another base's adapter, under 300 distinct content-id spellings
     and names) leave at most a fixed number of entries behind."""
-    from store import Store
+    from adapters_store import Store
 
     with Store(served.root) as s:
         digest = s.resolve("bert-sentiment").digest.removeprefix("sha256:")
@@ -240,7 +240,7 @@ def test_no_filesystem_path_reaches_a_client(served, tmp_path, tiny_llama, chat_
     home-like path fragments."""
     from adapters.runtime import Engine
     from adapters.server import Limits, create_app, store_resolver
-    from store import Store
+    from adapters_store import Store
 
     # A copy of the store with one version's weights corrupted, served by an engine of its own.
     corrupt = tmp_path / "corrupt-store"

@@ -24,7 +24,7 @@ CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 
 
 def train_into_store(root: Path, name: str, base: Path, data: Path, seed: int, /, **over) -> str:
     """Train a tiny adapter (2 steps), perturb it, store it as ``name`` in ``root``; returns the ref."""
-    from store import Store
+    from adapters_store import Store
 
     training = {"epochs": 1, "batch_size": 8, "max_steps": 2, "learning_rate": 1e-2, "seed": 0, "log_every": 1}
     cfg = tiny_config(base, data, name=name, training=training, **over)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from store import (
+from adapters_store import (
     AliasInUse,
     AmbiguousRef,
     DestinationExists,
@@ -28,9 +28,9 @@ from store import (
     StoreVersionError,
     Version,
 )
-from store.files import content_digest
-from store.schema import SCHEMA_VERSION
-from store.testing import make_adapter_dir, write_safetensors
+from adapters_store.files import content_digest
+from adapters_store.schema import SCHEMA_VERSION
+from adapters_store.testing import make_adapter_dir, write_safetensors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +213,7 @@ def _colliding_payloads(config: bytes) -> tuple[bytes, bytes]:
     """Two weights payloads whose version digests share the first 8 hex digits (birthday search)."""
     import tempfile
 
-    from store.testing import write_safetensors as ws
+    from adapters_store.testing import write_safetensors as ws
 
     cfg_sha = hashlib.sha256(config).hexdigest()
     seen: dict[str, bytes] = {}
@@ -555,7 +555,7 @@ def test_threads_share_one_store(store: Store, tmp_path: Path):
 
 
 def test_store_import_does_not_load_torch():
-    code = ("import store, store.core, store.maintenance, store.testing, sys; "
+    code = ("import adapters_store, adapters_store.core, adapters_store.maintenance, adapters_store.testing, sys; "
             "assert 'torch' not in sys.modules, 'torch'; "
             "assert 'numpy' not in sys.modules, 'numpy'")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

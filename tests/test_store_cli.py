@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from adapters.cli import main
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 
 ADAPTERS = str(Path(sys.executable).with_name("adapters"))
 METRICS = {"best_step": 13, "steps": 13, "dev": {"accuracy": 0.7512345678, "f1_macro": 0.74},

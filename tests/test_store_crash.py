@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from store import Store
+from adapters_store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -20,8 +20,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 WRITER = r"""
 import sys
 from pathlib import Path
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 root, work, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 srcs = [make_adapter_dir(work / f"src{i}", payload=f"{seed}-{i}".encode() * 4000)
         for i in range(8)]
@@ -100,8 +100,8 @@ def test_sigkill_at_random_moments_leaves_only_tmp_debris(tmp_path: Path):
 CONCURRENT = r"""
 import sys
 from pathlib import Path
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 root, work, proc = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 s = Store(root)
 for i in range(50):
@@ -142,8 +142,8 @@ def test_eight_processes_fifty_puts_each(tmp_path: Path):
 
 FIRST_OPEN = r"""
 import sys
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 root, work, proc = sys.argv[1], sys.argv[2], sys.argv[3]
 Store(root).put(make_adapter_dir(f"{work}/{proc}", payload=proc.encode() * 9), "fresh")
 """

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from store import IntegrityError, InvalidName, RefNotFound, Store, StoreError, parse_ref
-from store import files as fs
-from store.testing import make_adapter_dir
+from adapters_store import IntegrityError, InvalidName, RefNotFound, Store, StoreError, parse_ref
+from adapters_store import files as fs
+from adapters_store.testing import make_adapter_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1"}
@@ -274,7 +274,7 @@ def test_verify_does_not_call_an_in_flight_version_dir_debris(tmp_path: Path):
 _IN_FLIGHT_WRITER = r"""
 import shutil, sys, time
 from pathlib import Path
-from store.locks import ProcessLock
+from adapters_store.locks import ProcessLock
 root = Path(sys.argv[1])
 with ProcessLock(root / ".lock"):
     d = root / "versions" / "sent" / "2"
@@ -447,7 +447,7 @@ def test_importing_identical_content_again_names_the_existing_version(tmp_path: 
 
 
 def test_import_dir_api_reports_the_existing_version(store: Store, tmp_path: Path):
-    from store import AlreadyStored
+    from adapters_store import AlreadyStored
 
     src = adapter(tmp_path, "a")
     v = store.import_dir(src, "sent")

@@ -10,7 +10,7 @@ import adapters
 from adapters.cli import main
 from adapters.inference import BaseMismatchError
 from conftest import tiny_config
-from store import IntegrityError, Store
+from adapters_store import IntegrityError, Store
 
 
 def test_train_stores_a_version_and_load_resolves_refs(tiny_bert, sentiment_csv, capsys):

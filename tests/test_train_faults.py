@@ -76,7 +76,7 @@ def _nothing_written(home: Path, *outputs: Path) -> None:
 
 
 def _store_names(home: Path) -> list[str]:
-    from store import Store
+    from adapters_store import Store
 
     if not (home / "store.db").exists():
         return []
@@ -457,7 +457,7 @@ def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv
     directory): a hinted error, no version, and the run's log ends as failed, so it is neither
     listed as a finished result nor lost for --resume. A stored run's log ends finished, with its ref."""
     from adapters.cli_train import _latest_unfinished_run
-    from tui.runs import RunWatcher
+    from adapters_tui.runs import RunWatcher
 
     home = tmp_path / "home"
     (home / "store.db").mkdir(parents=True)

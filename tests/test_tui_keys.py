@@ -7,7 +7,7 @@ from __future__ import annotations
 from textual.widgets import Footer, TabbedContent
 
 from test_tui_support import demo_app, pilot_test, wait_until
-from tui.modals import HelpScreen
+from adapters_tui.modals import HelpScreen
 
 SMALL = (100, 30)
 

@@ -11,8 +11,8 @@ from textual.widgets import DataTable, ProgressBar
 from textual.widgets._progress_bar import Bar
 
 from test_tui_support import demo_app, pilot_test, shown_text, wait_until
-from tui.compare import ComparePane
-from tui.store_details import FittedGrid
+from adapters_tui.compare import ComparePane
+from adapters_tui.store_details import FittedGrid
 
 SMALL = (100, 30)
 LARGE = (160, 45)

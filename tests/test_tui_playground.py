@@ -10,8 +10,8 @@ from textual.widgets import ProgressBar
 
 from test_server_support import API_KEY, serve_in_thread, train_into_store
 from test_tui_support import demo_app, pilot_test, shown_text, wait_until
-from tui.compare import ComparePane
-from tui.modals import ErrorModal
+from adapters_tui.compare import ComparePane
+from adapters_tui.modals import ErrorModal
 
 SIZE = (140, 40)
 TEXT = "a gripping, beautifully acted film"
@@ -171,8 +171,8 @@ async def test_connects_to_adapters_serve(bert_store, tiny_bert):
 async def test_merge_from_the_store_tab(bert_store):
     from textual.widgets import SelectionList
 
-    from store import Store
-    from tui.merge_modal import MergeModal
+    from adapters_store import Store
+    from adapters_tui.merge_modal import MergeModal
 
     root, refs = bert_store
     app = demo_app(root)

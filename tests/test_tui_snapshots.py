@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from store.errors import HintedError
+from adapters_store.errors import HintedError
 from test_tui_support import EMPTY_CONFIGS, SNAPSHOT_CONFIGS, demo_app, empty_snapshot_root, snapshot_root, wait_until
-from tui.compare import ComparePane
-from tui.runs import TrainingProcess
+from adapters_tui.compare import ComparePane
+from adapters_tui.runs import TrainingProcess
 
 NARROW = (80, 24)
 WIDE = (200, 50)
@@ -275,7 +275,7 @@ def test_merge_dialog(snap_compare):
 
 def test_snapshot_store_is_the_demo(tmp_path):
     """The fixed store really holds the demo contents (a stale one would hide UI changes)."""
-    from store import Store
+    from adapters_store import Store
 
     with Store(snapshot_root()) as s:
         assert [v.ref for v in s.list()] == ["chat-smollm2-lora@1", "rt-merged@1", "rt-minilm-lora@1",

@@ -10,10 +10,10 @@ import sys
 import pytest
 from textual.command import CommandList, CommandPalette
 
-from store import Store
+from adapters_store import Store
 from test_tui_support import REPO, build_demo_store, demo_app, pilot_test, shown_text, wait_until
-from tui.modals import ConfirmModal, ErrorModal, HelpScreen
-from tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
+from adapters_tui.modals import ConfirmModal, ErrorModal, HelpScreen
+from adapters_tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
 
 SIZE = (120, 40)
 
@@ -41,7 +41,7 @@ async def _search(pilot, text: str) -> None:
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, tui.app; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, adapters_tui.app; sys.exit(1 if 'torch' in sys.modules else 0)"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env).returncode == 0
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from store import Store
-from store.testing import make_adapter_dir
+from adapters_store import Store
+from adapters_store.testing import make_adapter_dir
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED_NOW = 1748779200.0  # 2025-06-01T12:00:00Z
@@ -194,7 +194,7 @@ def empty_snapshot_root() -> Path:
 def demo_app(root: Path | None = None, **kwargs):
     """The app over a store (default: the snapshot store and its configs), with the clock pinned,
     no cursor blink and no background polling."""
-    from tui.app import AdaptersApp
+    from adapters_tui.app import AdaptersApp
 
     if root is None:
         root = snapshot_root()

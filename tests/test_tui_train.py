@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from conftest import tiny_config
-from store import Store
+from adapters_store import Store
 from test_tui_support import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, shown_text, wait_until, write_run
-from tui.modals import ConfirmModal
+from adapters_tui.modals import ConfirmModal
 
 SIZE = (120, 40)
 
@@ -277,7 +277,7 @@ async def test_a_store_with_versions_shows_no_first_steps():
 def test_a_run_that_ignores_the_interrupt_is_killed_and_its_log_ended(tmp_path):
     import sys
 
-    from tui.runs import TrainingProcess
+    from adapters_tui.runs import TrainingProcess
 
     ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
     process = TrainingProcess([sys.executable, "-c", ignores], tmp_path / "run")

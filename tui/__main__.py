@@ -1,5 +1,5 @@
-"""``python -m tui``: the terminal UI (the same as ``adapters tui``)."""
+"""``python -m adapters_tui``: the terminal UI (the same as ``adapters tui``)."""
 
-from tui.cli import main
+from adapters_tui.cli import main
 
 main()

@@ -4,7 +4,7 @@ Only Textual, the store and the first tab's modules load before the first frame;
 load just after it, and torch, transformers, pydantic and httpx load inside the workers that need
 them, so the UI opens in about a second.
 
-    from tui.app import AdaptersApp
+    from adapters_tui.app import AdaptersApp
     AdaptersApp(store_root="~/.local/share/adapters", configs_dir="configs").run()
 """
 
@@ -21,14 +21,14 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from store import default_root
-from tui.modals import ConfirmModal, ErrorModal, HelpScreen, describe_error
-from tui.widgets import Deferred
+from adapters_store import default_root
+from adapters_tui.modals import ConfirmModal, ErrorModal, HelpScreen, describe_error
+from adapters_tui.widgets import Deferred
 
 if TYPE_CHECKING:
-    from tui.playground_pane import PlaygroundPane
-    from tui.store_pane import StorePane
-    from tui.train_pane import TrainPane
+    from adapters_tui.playground_pane import PlaygroundPane
+    from adapters_tui.store_pane import StorePane
+    from adapters_tui.train_pane import TrainPane
 
 # Absolute paths: Textual resolves relative ones against the module of the (sub)class in use.
 STYLES = [Path(__file__).parent / name for name in
@@ -42,14 +42,14 @@ TAB_KEYS = Binding.Group("Tabs")
 def pane_class(tab: str) -> type[Widget]:
     """The pane class of a tab, imported on first use (only the first tab's before the first frame)."""
     if tab == "store":
-        from tui.store_pane import StorePane
+        from adapters_tui.store_pane import StorePane
 
         return StorePane
     if tab == "train":
-        from tui.train_pane import TrainPane
+        from adapters_tui.train_pane import TrainPane
 
         return TrainPane
-    from tui.playground_pane import PlaygroundPane
+    from adapters_tui.playground_pane import PlaygroundPane
 
     return PlaygroundPane
 
@@ -79,7 +79,7 @@ PANE_COMMANDS = [
 
 def adapter_commands():
     """The palette's provider, imported when the palette first opens (Textual accepts a callable)."""
-    from tui.commands import AdapterCommands
+    from adapters_tui.commands import AdapterCommands
 
     return AdapterCommands
 

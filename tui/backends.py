@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from store.errors import HintedError
+from adapters_store.errors import HintedError
 
 BASE_REF = "__base__"  # the bare base model, in the engine and in the server
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store import Store, Version
+from adapters_store import Store, Version
 
-from tui.formatting import human_size, number, timestamp
-from tui.train_config import CONFIG_FILE
+from adapters_tui.formatting import human_size, number, timestamp
+from adapters_tui.train_config import CONFIG_FILE
 
 
 @dataclass(frozen=True)

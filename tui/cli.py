@@ -30,7 +30,7 @@ def tui(
         typer.echo(f"error: adapters tui needs a terminal ({' and '.join(redirected)} {verb} not one); "
                    "run it in a terminal, not in a pipe or with input redirected", err=True)
         raise typer.Exit(2)
-    from tui.app import AdaptersApp
+    from adapters_tui.app import AdaptersApp
 
     AdaptersApp(store_root=store, configs_dir=configs, server_url=connect, api_key=api_key, initial_tab=tab).run()
 

@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Label, ProgressBar, Static
 
-from tui.widgets import PartsText
+from adapters_tui.widgets import PartsText
 
 
 def _ms(seconds: float) -> str:

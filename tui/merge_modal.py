@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Select, SelectionList, Static
 
-from store import Version
-from tui.store_modals import _Dialog
-from tui.widgets import TextField
+from adapters_store import Version
+from adapters_tui.store_modals import _Dialog
+from adapters_tui.widgets import TextField
 
 # adapters.merging.METHODS; repeated here because importing that module loads torch.
 MERGE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Static
 
-from tui.widgets import fill_table
+from adapters_tui.widgets import fill_table
 
 
 def describe_error(error: BaseException) -> tuple[str, str, str | None]:

@@ -13,9 +13,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Label, Select, Static, TabbedContent, TabPane
 
-from tui.compare import ComparePane
-from tui.formatting import human_size
-from tui.widgets import FitTable, ReportsWorkerErrors, TextField, fill_table
+from adapters_tui.compare import ComparePane
+from adapters_tui.formatting import human_size
+from adapters_tui.widgets import FitTable, ReportsWorkerErrors, TextField, fill_table
 
 RESIDENT_COLUMNS = ["ref", "state", "task", "method", "memory", "version"]
 RESIDENT_PRIORITY = [0, 1, 3, 5, 2, 4]  # which stay when the table is narrow (lower stays longer)
@@ -135,7 +135,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _start_engine(self, base: str, quant: str, device: str) -> None:
-        from tui.backends import EngineBackend
+        from adapters_tui.backends import EngineBackend
 
         try:
             backend = EngineBackend(base, quant=quant, device=device, store_root=self.app.store_root)
@@ -163,7 +163,7 @@ class PlaygroundPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="connect", exit_on_error=False)
     def _connect(self, url: str, api_key: str | None) -> None:
-        from tui.backends import HttpBackend
+        from adapters_tui.backends import HttpBackend
 
         try:
             backend = HttpBackend(url, api_key)

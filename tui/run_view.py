@@ -11,9 +11,9 @@ from textual.widgets import Button, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from adapters.metrics import HEADLINE_METRICS
-from tui.formatting import duration, number
-from tui.runs import RunState
-from tui.widgets import FittedLine
+from adapters_tui.formatting import duration, number
+from adapters_tui.runs import RunState
+from adapters_tui.widgets import FittedLine
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "bold green", "failed": "bold red",
                  "cancelled": "bold magenta", "stalled": "bold red", "starting": "dim"}

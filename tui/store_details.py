@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
-from store import Version
-from tui.catalog import details
-from tui.widgets import fit_columns
+from adapters_store import Version
+from adapters_tui.catalog import details
+from adapters_tui.widgets import fit_columns
 
 
 def _pairs(title: str, rows: list[tuple[str, str]]) -> Table:

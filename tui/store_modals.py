@@ -12,9 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Select, Static
 
-from store import Version
-from tui.catalog import diff_rows
-from tui.widgets import ReportsWorkerErrors, TextField, fill_table
+from adapters_store import Version
+from adapters_tui.catalog import diff_rows
+from adapters_tui.widgets import ReportsWorkerErrors, TextField, fill_table
 
 
 class _Dialog(ModalScreen):
@@ -166,7 +166,7 @@ class DiffScreen(ReportsWorkerErrors, _Dialog):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="diff")
     def compare(self) -> None:
-        from store import Store
+        from adapters_store import Store
 
         with Store(self.store_root) as s:
             diff = s.diff(self.a, self.b)

@@ -17,16 +17,16 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Select, Static
 
-from store import Version
-from tui.catalog import AdapterRow, Filters, choices, group, read_versions
+from adapters_store import Version
+from adapters_tui.catalog import AdapterRow, Filters, choices, group, read_versions
 from adapters.metrics import headline_text
-from tui.formatting import age, human_size
-from tui.modals import ConfirmModal
-from tui.store_details import VersionDetails
-from tui.widgets import FitTable, Deferred, ReportsWorkerErrors, TextField, fill_table
+from adapters_tui.formatting import age, human_size
+from adapters_tui.modals import ConfirmModal
+from adapters_tui.store_details import VersionDetails
+from adapters_tui.widgets import FitTable, Deferred, ReportsWorkerErrors, TextField, fill_table
 
 if TYPE_CHECKING:
-    from tui.merge_modal import MergeRequest
+    from adapters_tui.merge_modal import MergeRequest
 
 ANY = "__any__"
 DETAIL_KEYS = Binding.Group("Details")
@@ -243,14 +243,14 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def action_tag(self) -> None:
-        from tui.store_modals import TagModal
+        from adapters_tui.store_modals import TagModal
 
         version = self._need_version()
         if version is not None:
             self.app.push_screen(TagModal(version), lambda alias: alias and self.change_alias(version.ref, alias, True))
 
     def action_untag(self) -> None:
-        from tui.store_modals import UntagModal
+        from adapters_tui.store_modals import UntagModal
 
         version = self._need_version()
         if version is None:
@@ -262,7 +262,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="store-write")
     def change_alias(self, ref: str, alias: str, add: bool) -> None:
-        from store import Store
+        from adapters_store import Store
 
         with Store(self.app.store_root) as s:
             v = s.tag(ref, alias) if add else s.untag(ref, alias)
@@ -282,7 +282,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="store-write")
     def remove(self, version: Version) -> None:
-        from store import Store
+        from adapters_store import Store
 
         with Store(self.app.store_root) as s:
             s.remove(version.ref, force=bool(version.aliases))
@@ -290,7 +290,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
         self.app.call_from_thread(self.reload)
 
     def action_export(self) -> None:
-        from tui.store_modals import ExportModal
+        from adapters_tui.store_modals import ExportModal
 
         version = self._need_version()
         if version is not None:
@@ -298,7 +298,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exit_on_error=False, group="store-write")
     def export(self, version: Version, dest: Path) -> None:
-        from store import Store
+        from adapters_store import Store
 
         with Store(self.app.store_root) as s:
             out = s.export(version.ref, dest)
@@ -312,20 +312,20 @@ class StorePane(ReportsWorkerErrors, Vertical):
     @work(thread=True, exit_on_error=False, group="store-verify")
     def verify(self, ref: str | None) -> None:
         """Re-hash one version's files (``ref``) or the whole store (None)."""
-        from store import Store
+        from adapters_store import Store
 
         with Store(self.app.store_root) as s:
             problems = s.verify(ref)
         subject = ref or "the store"
         if problems:
-            from tui.store_modals import ProblemsModal
+            from adapters_tui.store_modals import ProblemsModal
 
             self.app.call_from_thread(self.app.push_screen, ProblemsModal(subject, problems))
         else:
             self.app.call_from_thread(self.app.notify, f"verified {subject}: no problems")
 
     def action_diff(self) -> None:
-        from tui.store_modals import DiffScreen
+        from adapters_tui.store_modals import DiffScreen
 
         version = self._need_version()
         if version is None:
@@ -347,7 +347,7 @@ class StorePane(ReportsWorkerErrors, Vertical):
             self.post_message(self.Retrain(version))
 
     def action_merge(self) -> None:
-        from tui.merge_modal import MergeModal
+        from adapters_tui.merge_modal import MergeModal
 
         if len(self.versions) < 2:
             self.app.notify("A merge needs at least two stored versions.", severity="warning")

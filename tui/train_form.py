@@ -11,8 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Label, Select, Static
 
-from tui.train_config import FIELDS, FieldSpec, get, overrides, parse, to_text, visible_keys
-from tui.widgets import TextField
+from adapters_tui.train_config import FIELDS, FieldSpec, get, overrides, parse, to_text, visible_keys
+from adapters_tui.widgets import TextField
 
 
 def _field_id(key: str) -> str:

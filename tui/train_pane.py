@@ -16,16 +16,16 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, OptionList, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from store import Version
-from tui import train_config
-from tui.catalog import CONFIG_FILE, read_versions, refs_by_run
+from adapters_store import Version
+from adapters_tui import train_config
+from adapters_tui.catalog import CONFIG_FILE, read_versions, refs_by_run
 from adapters.metrics import headline_text
-from tui.formatting import age
-from tui.modals import ConfirmModal
-from tui.run_view import STATUS_STYLES, RunView
-from tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
-from tui.train_form import ConfigForm
-from tui.widgets import FitTable, ReportsWorkerErrors, fill_table
+from adapters_tui.formatting import age
+from adapters_tui.modals import ConfirmModal
+from adapters_tui.run_view import STATUS_STYLES, RunView
+from adapters_tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
+from adapters_tui.train_form import ConfigForm
+from adapters_tui.widgets import FitTable, ReportsWorkerErrors, fill_table
 
 RUN_COLUMNS = ["name", "status", "progress", "metric", "started", "run"]
 RUN_PRIORITY = [0, 1, 2, 3, 4, 5]  # narrow: the run id goes first (the run's view shows it)
@@ -240,7 +240,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             self.app.notify(f"cancelled {run.name}")
         else:
             run.status, run.error, run.hint = "failed", outcome.error, outcome.hint
-            from store.errors import HintedError
+            from adapters_store.errors import HintedError
 
             self.app.show_error(HintedError(f"training {run.name} failed: {outcome.error}", outcome.hint))
         self._render_runs()

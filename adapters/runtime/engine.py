@@ -45,7 +45,7 @@ def directory_resolver(ref: str) -> Path:
 
 def store_resolver(store_root: str | Path | None = None) -> Callable[[str], Path]:
     """The default resolver: a store ref (re-hashed before use) or an adapter directory."""
-    from store.errors import RefNotFound
+    from adapters_store.errors import RefNotFound
 
     from adapters.api import adapter_dir
 
@@ -162,7 +162,7 @@ class Engine(Decoding):
             pending[1].wait()  # another thread is loading it; then look again
 
         try:
-            from store.errors import InvalidName
+            from adapters_store.errors import InvalidName
 
             try:
                 path = Path(self._resolve(ref))

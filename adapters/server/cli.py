@@ -87,7 +87,7 @@ def check_before_loading(cfg: ServeConfig) -> None:
     from adapters.api import adapter_dir
     from adapters.bases import resolve_base
     from adapters.errors import UsageError
-    from store.errors import StoreError
+    from adapters_store.errors import StoreError
 
     resolve_base(cfg.base)
     for ref in cfg.adapters:

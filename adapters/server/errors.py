@@ -70,7 +70,7 @@ def translate(exc: BaseException) -> APIError:
     """Map an engine or store error onto an HTTP error."""
     from adapters.errors import UsageError
     from adapters.inference import BaseMismatchError
-    from store.errors import (
+    from adapters_store.errors import (
         AmbiguousRef,
         IntegrityError,
         InvalidName,

@@ -167,7 +167,7 @@ class Server(Streaming):
         reloaded shows its new version."""
         got = self._lineage.get((ref, content))
         if got is None:
-            from store import Store
+            from adapters_store import Store
 
             try:
                 with Store(self.store_root) as s:

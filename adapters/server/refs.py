@@ -16,8 +16,8 @@ def looks_like_path(value: str) -> bool:
 
 def store_resolver(store_root: str | Path | None = None) -> Callable[[str], Path]:
     """The server's resolver: a store ref -> its (re-hashed) directory; a path is refused."""
-    from store import Store
-    from store.errors import RefNotFound
+    from adapters_store import Store
+    from adapters_store.errors import RefNotFound
 
     def resolve(ref: str) -> Path:
         if looks_like_path(ref):

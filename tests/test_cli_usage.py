@@ -73,3 +73,19 @@ def test_train_reports_a_missing_file_or_base_before_loading_torch(tmp_path, sou
     assert out.stdout.split() == ["2", "False"], out
     assert out.stderr.splitlines()[0] == "error: " + message.format(folder=tmp_path), out.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_a_folder_called_store_or_tui_in_the_current_directory_shadows_nothing(tmp_path):
+    """./store is the natural $ADAPTERS_HOME; neither it nor a ./tui folder may be imported in
+    place of the project's packages (python -m puts the current directory first on sys.path)."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "tui").mkdir()
+    (tmp_path / "tui" / "notes.txt").write_text("mine")
+    env = {**os.environ, "ADAPTERS_HOME": "./store"}
+    listed = subprocess.run([sys.executable, "-m", "adapters", "list"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "no adapters stored yet" in listed.stdout, listed
+    api = subprocess.run([sys.executable, "-c", "from adapters_store import Store; import adapters_tui.cli; "
+                          "print(len(Store('./store').list()))"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert api.returncode == 0 and api.stdout.strip() == "0", api

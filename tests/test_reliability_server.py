@@ -11,11 +11,9 @@ Run with `make test-reliability` (or `pytest -m reliability tests/test_reliabili
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from test_server_support import shared_server
+from test_server_support import raw_http, shared_server, status_and_error
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[1]
@@ -172,20 +170,9 @@ HOSTILE = [
 
 
 def _raw(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict]:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head + body)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            head_part, _, rest = data.partition(b"\r\n\r\n")
-            m = re.search(rb"(?i)content-length: *(\d+)", head_part)
-            if m and len(rest) >= int(m.group(1)):
-                break
-    head_part, _, rest = data.partition(b"\r\n\r\n")
-    return int(head_part.split(b" ", 2)[1]), json.loads(rest)["error"]
+    sock, answer = raw_http(port, head, body, timeout=30)
+    sock.close()
+    return status_and_error(answer)
 
 
 def test_hostile_requests_each_get_their_4xx(served, server, tmp_path, tiny_llama):

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_server_support import API_KEY, serve_in_thread, shared_server
+from test_server_support import API_KEY, raw_http, serve_in_thread, shared_server, status_and_error
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -125,32 +125,6 @@ def test_rows_are_counted_before_any_row_is_tokenized(served):
     healthy(served)
 
 
-def _raw(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> tuple[socket.socket, bytes]:
-    """Send ``head`` (+ ``body``) on a fresh connection; return it and what the server answered."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sock.sendall(head + body)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    header, _, rest = data.partition(b"\r\n\r\n")
-    length = re.search(rb"(?i)content-length: *(\d+)", header)
-    while length and len(rest) < int(length.group(1)):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return sock, header + b"\r\n\r\n" + rest
-
-
-def _status_and_error(answer: bytes) -> tuple[int, dict]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)["error"]
-
-
 @pytest.fixture
 def small_body(served):
     """A second app on the same engine whose bodies may be 64 KiB at most."""
@@ -171,9 +145,9 @@ def _head(port: int, path: str, extra: str) -> bytes:
 def test_a_body_over_the_limit_is_413_from_its_content_length_before_it_is_sent(served, small_body):
     """200 MB announced and nothing sent: the answer comes at once (old servers wait for the body)."""
     for port, path in ((served.port, "/v1/classify"), (small_body, "/v1/completions"), (small_body, "/health")):
-        sock, answer = _raw(port, _head(port, path, "Content-Length: 200000000\r\n"))
+        sock, answer = raw_http(port, _head(port, path, "Content-Length: 200000000\r\n"))
         sock.close()
-        status, err = _status_and_error(answer)
+        status, err = status_and_error(answer)
         assert status == 413 and err["code"] == "body_too_large" and "bytes" in err["message"], answer[:500]
     healthy(served)
 
@@ -188,9 +162,9 @@ def test_a_streamed_body_is_cut_off_at_the_limit_and_others_are_answered_meanwhi
     stalled.sendall(_head(small_body, "/v1/classify", "Transfer-Encoding: chunked\r\n") + frame[:100])
     healthy(served, url)  # a client in the middle of its body holds up nobody
     stalled.close()
-    sock, answer = _raw(small_body, _head(small_body, "/v1/classify", "Transfer-Encoding: chunked\r\n"), frame)
+    sock, answer = raw_http(small_body, _head(small_body, "/v1/classify", "Transfer-Encoding: chunked\r\n"), frame)
     sock.close()
-    status, err = _status_and_error(answer)
+    status, err = status_and_error(answer)
     assert status == 413 and err["code"] == "body_too_large", answer[:500]
     healthy(served, url)
     # Under the limit the body is read and judged on its content.

@@ -8,6 +8,8 @@ adapters take a few seconds to build); it has its own store root, independent of
 from __future__ import annotations
 
 import atexit
+import json
+import re
 import socket
 import threading
 import time
@@ -124,3 +126,29 @@ def shared_server(tmp_path_factory, tiny_llama: Path, tiny_bert: Path, chat_json
         served = Served(engine, app, port, root, refs, "tiny-llama")
         _SHARED["main"] = served
         return served
+
+
+def raw_http(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> tuple[socket.socket, bytes]:
+    """Send ``head`` (+ ``body``) on a fresh connection; return it and what the server answered."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(head + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    header, _, rest = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)content-length: *(\d+)", header)
+    while length and len(rest) < int(length.group(1)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return sock, header + b"\r\n\r\n" + rest
+
+
+def status_and_error(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"]

@@ -43,3 +43,13 @@ def test_tui_with_its_output_in_a_pipe_refuses_too():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "(stdout is not one)" in lines[0], done.stderr
+
+
+def test_outside_the_repository_the_train_tab_gets_the_shipped_example_configs(tmp_path, monkeypatch):
+    from adapters_tui.app import default_configs_dir
+
+    monkeypatch.chdir(tmp_path)  # no ./configs here
+    shipped = default_configs_dir()
+    assert shipped is not None and (shipped / "rt-minilm-lora.yaml").is_file()
+    (tmp_path / "configs").mkdir()
+    assert default_configs_dir() == tmp_path / "configs"  # a ./configs of the user's comes first

@@ -84,6 +84,20 @@ def adapter_commands():
     return AdapterCommands
 
 
+def default_configs_dir() -> Path | None:
+    """./configs when there is one, else the example configs installed with the package."""
+    here = Path.cwd() / "configs"
+    if here.is_dir():
+        return here
+    import importlib.util
+
+    spec = importlib.util.find_spec("adapters_configs")  # data only: a namespace package
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if any(Path(folder).glob("*.yaml")):
+            return Path(folder)
+    return None
+
+
 class AdaptersApp(App):
     """``clock`` (epoch seconds) and ``cursor_blink`` exist so tests can take stable screenshots;
     ``poll_interval`` is how often run logs are read (0: only on demand)."""
@@ -108,8 +122,7 @@ class AdaptersApp(App):
         super().__init__()
         self.store_root = Path(store_root).expanduser() if store_root else default_root()
         self.runs_dir = self.store_root / "runs"
-        default_configs = Path.cwd() / "configs"
-        self.configs_dir = Path(configs_dir) if configs_dir else (default_configs if default_configs.is_dir() else None)
+        self.configs_dir = Path(configs_dir) if configs_dir else default_configs_dir()
         self.clock = clock
         self.cursor_blink = cursor_blink
         self.initial_tab = initial_tab if initial_tab in TABS else "store"

@@ -59,12 +59,16 @@ def evaluate(model, dataset, collator, task: str, label_names: list[str] | None,
             total_loss += loss.item()
             total_tokens += int((target != -100).sum())
         elif task == "classification":
-            total_loss += out.loss.item() * len(idx)
+            # The loss from fp32 logits: the model's own is in the compute dtype, and a bf16 loss is
+            # rounded to 3 significant digits.
+            total_loss += torch.nn.functional.cross_entropy(out.logits.float(), labels, reduction="sum").item()
             total_tokens += len(idx)
             y_true += labels.tolist()
             y_pred += out.logits.argmax(-1).tolist()
         else:
-            total_loss += out.loss.item() * len(idx)
+            logits = out.logits.float()
+            total_loss += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100).item() * len(idx)
             total_tokens += len(idx)
             pred = out.logits.argmax(-1)
             for row_labels, row_pred in zip(labels.tolist(), pred.tolist()):

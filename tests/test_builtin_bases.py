@@ -53,10 +53,11 @@ def assert_kept_the_best_and_rescores(result, metric: str, higher_is_better: boo
     assert result.metrics["best_step"] == best_step, (evals, result.metrics["best_step"])
     assert abs(result.metrics["dev"]["loss"] - evals[best_step]["loss"]) < 1e-5, (evals, result.metrics["dev"])
     # Loaded for inference, the head computes in the base's compute dtype (bf16 on CPUs with fast
-    # bf16) where training evaluated its fp32 copy: losses agree to bf16 rounding, not to 1e-5.
+    # bf16) where training evaluated its fp32 copy, so logits differ by bf16 rounding; the losses
+    # themselves come from fp32 logits on both sides (measured: within 0.05 %).
     for split in ("dev", "test"):
         rescored = score_adapter(result.output_dir, split=split)["loss"]
-        assert abs(rescored - result.metrics[split]["loss"]) < 0.01 * result.metrics[split]["loss"], split
+        assert abs(rescored - result.metrics[split]["loss"]) < 0.003 * result.metrics[split]["loss"], split
 
 
 def test_minilm_4bit_lora_sentiment(minilm_dir):

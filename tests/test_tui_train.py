@@ -220,8 +220,10 @@ async def test_choosing_another_config_asks_before_dropping_edits():
 @pilot_test
 async def test_started_outside_the_repository_it_trains_from_a_stored_config(tmp_path, _isolated_home, tiny_bert,
                                                                             sentiment_csv, monkeypatch):
-    """No ./configs where the TUI starts: the stored versions' training configs are listed, and
-    one of them trains a new version (the same name, the next number)."""
+    """No ./configs where the TUI starts: the example configs shipped with the package and the
+    stored versions' training configs are listed, and a stored one trains a new version (the same
+    name, the next number)."""
+    from adapters_tui.app import default_configs_dir
     from test_server_support import train_into_store
 
     ref = train_into_store(_isolated_home, "tui-stored", tiny_bert, sentiment_csv, 1)
@@ -230,9 +232,13 @@ async def test_started_outside_the_repository_it_trains_from_a_stored_config(tmp
     async with app.run_test(size=SIZE) as pilot:
         train = app.train
         options = train.query_one("#config-list")
-        await wait_until(pilot, lambda: train.configs and app.focused is options, what="the stored configs")
-        assert app.configs_dir is None
-        assert [(e.ref, e.name) for e in train.configs] == [(ref, "tui-stored")]
+        await wait_until(pilot, lambda: any(e.ref for e in train.configs) and app.focused is options,
+                         what="the stored configs")
+        assert app.configs_dir == default_configs_dir() and (app.configs_dir / "rt-minilm-lora.yaml").is_file()
+        assert [(e.ref, e.name) for e in train.configs if e.ref] == [(ref, "tui-stored")]
+        assert any(e.name == "rt-minilm-lora" for e in train.configs)
+        stored = next(e for e in train.configs if e.ref == ref)
+        options.highlighted = options.get_option_index(stored.key)  # below a "from the store" heading
         await pilot.press("enter")
         form = train.query_one("#config-form")
         await wait_until(pilot, lambda: form.resolved is not None, what="the form")
@@ -242,14 +248,15 @@ async def test_started_outside_the_repository_it_trains_from_a_stored_config(tmp
         run_id = next(iter(train.runs))
         await wait_until(pilot, lambda: train.runs[run_id].ref is not None, timeout=240, what="the new version")
         assert train.runs[run_id].ref == "tui-stored@2"
-        await wait_until(pilot, lambda: [e.ref for e in train.configs] == ["tui-stored@2"],
+        await wait_until(pilot, lambda: [e.ref for e in train.configs if e.ref] == ["tui-stored@2"],
                          what="the list to offer the newest version's config")
 
 
 @pilot_test
 async def test_an_empty_store_says_how_to_get_a_first_adapter(tmp_path, _isolated_home, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    app = demo_app(_isolated_home, configs_dir=None)
+    (tmp_path / "no-configs").mkdir()  # --configs at a folder without any: nothing to list either
+    app = demo_app(_isolated_home, configs_dir=tmp_path / "no-configs")
     async with app.run_test(size=(100, 30)) as pilot:
         guide = app.query_one("#store-empty")
         await wait_until(pilot, lambda: guide.display, what="the Store's first steps")

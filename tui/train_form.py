@@ -48,6 +48,9 @@ class ConfigForm(VerticalScroll):
             yield Button("Launch", variant="primary", id="launch", compact=True)
 
     def on_mount(self) -> None:
+        # A form whose mount is handled while the app is closing has already lost its children.
+        if not self.query("#field-init-from-row"):
+            return
         self.query_one("#field-init-from-row").display = False
         self._apply_visibility()
 

@@ -35,22 +35,24 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 _registered = False
 
 
+# Packages above this one (the TUI) add their commands through this entry-point group, as
+# simonw/llm's plugins do: the core never imports them. Each entry is a ``register(app)``.
+COMMAND_ENTRY_POINTS = "adapters.commands"
+
+
 def _register_commands() -> None:
     global _registered
     if _registered:
         return
-    from adapters import cli_store, cli_train
+    from importlib.metadata import entry_points
+
+    from adapters import cli_merge, cli_store, cli_train, doctor
     from adapters.server import cli as server_cli
 
-    cli_train.register(app)
-    cli_store.register(app)
-    from adapters import cli_merge
-    cli_merge.register(app)
-    from adapters import doctor
-    doctor.register(app)
-    server_cli.register(app)
-    from adapters_tui import cli as tui_cli
-    tui_cli.register(app)
+    for module in (cli_train, cli_store, cli_merge, doctor, server_cli):
+        module.register(app)
+    for entry in entry_points(group=COMMAND_ENTRY_POINTS):
+        entry.load()(app)
     _registered = True
 
 

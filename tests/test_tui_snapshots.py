@@ -116,7 +116,7 @@ def test_first_steps_on_the_train_tab(snap_compare):
                         terminal_size=(100, 30), run_before=run_before)
 
 
-def test_cancel_confirmation(snap_compare):
+def test_cancel_confirmation(snap_compare, tmp_path):
     """The question cancelling a running run asks."""
 
     async def run_before(pilot):
@@ -125,8 +125,9 @@ def test_cancel_confirmation(snap_compare):
         train.query_one("#runs-table").move_cursor(row=0)
         await pilot.pause()
         # A real child process stands in for the demo run's trainer (the app interrupts it on exit).
-        process = TrainingProcess([sys.executable, "-c", "import time; time.sleep(120)"],
-                                  train.runs[train.shown_run].run_dir)
+        # It keeps its own run folder, so its interruption can never write into the demo store that
+        # every other TUI test shares.
+        process = TrainingProcess([sys.executable, "-c", "import time; time.sleep(120)"], tmp_path / "run")
         process.start()
         train.processes[train.shown_run] = process
         await pilot.press("c")

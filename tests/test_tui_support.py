@@ -213,7 +213,8 @@ async def wait_until(pilot, condition, timeout: float = 60.0, what: str = "a con
         if time.monotonic() > deadline:
             screen = pilot.app.screen
             shown = f"{type(screen).__name__}: {getattr(screen, 'message', '')} {getattr(screen, 'hint', '') or ''}"
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (on screen: {shown.strip()})")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (on screen: {shown.strip()}; "
+                                 f"focused: {pilot.app.focused!r})")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
 

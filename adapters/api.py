@@ -71,12 +71,11 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 def _check_before_loading(cfg: TrainConfig) -> None:
     """The mistakes found in milliseconds, before torch and the base load: a data file or a local
     base that is not there, a base name that is a near miss of a built-in one."""
-    from adapters.bases import BUILTINS, resolve_base
+    from adapters.bases import check_base
     from adapters.data_sources import check_local_source
 
     check_local_source(cfg.data.source)
-    if cfg.base not in BUILTINS:  # a built-in may need its one-time conversion: leave it to the trainer
-        resolve_base(cfg.base)
+    check_base(cfg.base)
 
 
 def _put(result, name: str, store_root):

@@ -154,6 +154,13 @@ def resolve_base(name: str) -> ResolvedBase:
     return ResolvedBase(id=name, path=name, revision=revision)
 
 
+def check_base(name: str) -> None:
+    """The checks of ``resolve_base`` that take milliseconds, for commands to run before loading
+    torch: every name but a built-in one (whose one-time GGUF conversion is left to the loader)."""
+    if name not in BUILTINS:
+        resolve_base(name)
+
+
 def _check_hub_id(repo_id: str, revision: str | None) -> None:
     """Refuse, before any model code runs, a hub id that cannot load: a near miss of a built-in
     name that is not in the local hub cache (``minilm-l7``), or any id the cache lacks while the

@@ -71,18 +71,18 @@ def fail(error: Exception) -> int:
     return getattr(error, "exit_code", 1)
 
 
-def _click_errors() -> tuple[type, ...]:
-    """click's exception base classes: typer >= 0.28 raises those of its own vendored copy
-    (``typer._click``); older typer and other libraries raise plain click's."""
-    import click
+def _click_errors(name: str) -> tuple[type, ...]:
+    """click's exception class ``name`` from both clicks: typer >= 0.28 raises those of its own
+    vendored copy (``typer._click``); older typer and other libraries raise plain click's."""
+    from click import exceptions as click
 
-    classes = [click.ClickException]
+    classes = [getattr(click, name)]
     try:
-        from typer import _click as vendored
+        from typer._click import exceptions as vendored
     except ImportError:
         pass
     else:
-        classes.append(vendored.ClickException)
+        classes.append(getattr(vendored, name))
     return tuple(classes)
 
 
@@ -130,10 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except _click_errors() as error:
-        if type(error).__name__ in ("UsageError", "BadParameter", "MissingParameter", "NoSuchOption",
-                                    "BadOptionUsage", "BadArgumentUsage", "NoArgsIsHelpError"):
-            return _usage_error(error)
+    except _click_errors("UsageError") as error:  # also BadParameter, NoSuchOption, MissingParameter ...
+        return _usage_error(error)
+    except _click_errors("ClickException") as error:
         error.show()
         return error.exit_code
     # click returns the code of a `typer.Exit(code)` instead of raising it.

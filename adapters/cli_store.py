@@ -96,9 +96,14 @@ def list_cmd(
     import sys
     from typing import get_args
 
+    from adapters_store import StoreNotFound
     from adapters_store.core import default_root
 
-    if store is None and not (default_root() / "store.db").is_file():
+    try:
+        s = _store(store)
+    except StoreNotFound:
+        if store is not None:  # a --store that names no store: a mistake to report
+            raise
         # The default place before the first `train` or `import`: nothing stored yet, not an error.
         if as_json:
             _print_json([])
@@ -106,7 +111,6 @@ def list_cmd(
             typer.echo(f"no adapters stored yet ({default_root().resolve()} holds no store); "
                        "train one with `adapters train configs/rt-minilm-lora.yaml`")
         return
-    s = _store(store)
     if method is not None or task is not None:
         from adapters.config import MethodKind, TaskKind
 

@@ -61,18 +61,23 @@ def test_store_at(snap_compare, size):
     assert snap_compare(demo_app(), terminal_size=size, run_before=run_before)
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_train_form_at(snap_compare, size):
+def form_of(config: str):
+    """A run_before that opens ``config`` (in the snapshot configs) in the Train form."""
     async def run_before(pilot):
         await started(pilot)
         train = pilot.app.train
         form = train.query_one("#config-form")
         await wait_until(pilot, lambda: train.configs, what="the configs")
-        train.pick_config(SNAPSHOT_CONFIGS / "sentiment-lora.yaml")
+        train.pick_config(SNAPSHOT_CONFIGS / config)
         await wait_until(pilot, lambda: form.resolved is not None, what="the form")
         await pilot.pause()
 
-    assert snap_compare(demo_app(initial_tab="train"), terminal_size=size, run_before=run_before)
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_train_form_at(snap_compare, size):
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=size, run_before=form_of("sentiment-lora.yaml"))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -163,16 +168,7 @@ def test_store_merged_lineage(snap_compare):
 
 
 def test_train_form(snap_compare):
-    async def run_before(pilot):
-        await started(pilot)
-        train = pilot.app.train
-        form = train.query_one("#config-form")
-        await wait_until(pilot, lambda: train.configs, what="the configs")
-        train.pick_config(SNAPSHOT_CONFIGS / "chat-prefix.yaml")
-        await wait_until(pilot, lambda: form.resolved is not None, what="the form")
-        await pilot.pause()
-
-    assert snap_compare(demo_app(initial_tab="train"), terminal_size=NARROW, run_before=run_before)
+    assert snap_compare(demo_app(initial_tab="train"), terminal_size=NARROW, run_before=form_of("chat-prefix.yaml"))
 
 
 def test_train_runs_narrow(snap_compare):

@@ -85,11 +85,11 @@ def check_before_loading(cfg: ServeConfig) -> None:
     import socket
 
     from adapters.api import adapter_dir
-    from adapters.bases import resolve_base
+    from adapters.bases import check_base
     from adapters.errors import UsageError
     from adapters_store.errors import StoreError
 
-    resolve_base(cfg.base)
+    check_base(cfg.base)
     for ref in cfg.adapters:
         try:
             adapter_dir(ref, cfg.store)

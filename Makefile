@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m adapters.demo
+	$(PY) -m adapters.cli.demo
 
 test: $(STAMP)
 	$(PY) $(PYTEST)

@@ -22,7 +22,7 @@ from adapters.errors import AdaptersError
 
 # On AVX512-BF16 CPUs bitsandbytes tries, at import, to fetch an optional CPU kernel from the
 # Hugging Face hub (the `kernels` package) and warns on every run when it cannot. That kernel only
-# serves the repacked inference layout, which adapters.quant.keep_4bit_layout turns off, and this
+# serves the repacked inference layout, which adapters.base.device.keep_4bit_layout turns off, and this
 # project never downloads at run time: the warning says nothing a user can act on.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
@@ -30,7 +30,6 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 def __getattr__(name: str):
     if name in ("train", "load", "merge"):
         from adapters import api
-
         return getattr(api, name)
     if name == "Engine":
         from adapters.runtime import Engine
@@ -38,6 +37,5 @@ def __getattr__(name: str):
         return Engine
     if name in ("TrainConfig", "load_config"):
         from adapters import config
-
         return getattr(config, name)
     raise AttributeError(f"module 'adapters' has no attribute {name!r}")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from adapters.config import TrainConfig, load_config
 
@@ -35,8 +35,8 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     cfg = _as_config(config, overrides)
     _check_before_loading(cfg)
 
-    from adapters.paths import runs_dir
-    from adapters.trainer import Trainer, new_run_id  # torch: after the quick checks
+    from adapters.training.runs import runs_dir
+    from adapters.training.trainer import Trainer, new_run_id  # torch: after the quick checks
 
     run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / new_run_id(cfg.name)
     output = Path(output) if output else run_dir / "adapter"
@@ -71,8 +71,8 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 def _check_before_loading(cfg: TrainConfig) -> None:
     """The mistakes found in milliseconds, before torch and the base load: a data file or a local
     base that is not there, a base name that is a near miss of a built-in one."""
-    from adapters.bases import check_base
-    from adapters.data_sources import check_local_source
+    from adapters.base.resolve import check_base
+    from adapters.data.sources import check_local_source
 
     check_local_source(cfg.data.source)
     check_base(cfg.base)
@@ -120,7 +120,7 @@ def merge(refs: list[str], *, weights: list[float] | None = None, method: str = 
     Classifier heads are averaged. Adapters of different bases, methods, tasks or label maps are
     refused. Returns a ``MergeResult`` with ``ref``, ``digest`` and ``lineage`` (``lineage["merge"]``
     names every parent with its digest and weight). ``store``: a Store, a directory, or None."""
-    from adapters.merging import merge as _merge
+    from adapters.combine.merge import merge as _merge
 
     return _merge(refs, weights=weights, method=method, density=density, name=name, store=store, seed=seed)
 
@@ -128,7 +128,7 @@ def merge(refs: list[str], *, weights: list[float] | None = None, method: str = 
 def export_merged(adapter: str | Path, dest: str | Path, *, store_root: str | Path | None = None):
     """Save ``adapter``'s base with the LoRA adapter merged in (float32; a quantized base is
     dequantized first) to ``dest`` as a model plain ``transformers`` loads."""
-    from adapters.merged_export import export_merged as _export
+    from adapters.combine.export_merged import export_merged as _export
 
     return _export(adapter, dest, store_root=store_root)
 

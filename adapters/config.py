@@ -29,7 +29,7 @@ class LoraConfig(Strict):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    # None: the per-architecture default (see adapters.methods); "all-linear": every linear layer.
+    # None: the per-architecture default (see adapters.training.methods); "all-linear": every linear layer.
     target_modules: list[str] | Literal["all-linear"] | None = None
 
 
@@ -247,8 +247,8 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
     so a config means the same from any directory and its lineage reruns anywhere. Built-in
     names, hub ids and store refs stay as written: a value counts as a path when it exists under
     ``folder`` or (unless ``only_existing``) reads like one (``./x``, ``a/b/c``, ``x.csv``)."""
-    from adapters.bases import BUILTINS
-    from adapters.data_sources import looks_like_path
+    from adapters.base.resolve import BUILTINS
+    from adapters.data.sources import looks_like_path
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for keys in PATH_KEYS:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from adapters.bases import resolve_base, weights_fingerprint
+from adapters.base.device import plan_device
+from adapters.base.loading import load_base_model, load_tokenizer
+from adapters.base.resolve import resolve_base, weights_fingerprint
 from adapters.errors import UsageError
-from adapters.modeling import load_base_model, load_tokenizer
-from adapters.quant import plan_device
 
 TASK_FROM_PEFT = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm", "TOKEN_CLS": "token-classification"}
 
@@ -128,7 +128,7 @@ class Loaded:
 
     @torch.no_grad()
     def generate(self, prompts: list[str] | str, max_new_tokens: int = 64, **kwargs) -> list[str]:
-        from adapters.batching import format_prompt
+        from adapters.data.batching import format_prompt
 
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)

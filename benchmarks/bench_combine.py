@@ -45,7 +45,7 @@ def _prepare(work: str, train: int, eval_rows: int) -> dict:
     import numpy as np
 
     from adapters.config import load_config
-    from adapters.data import load_splits
+    from adapters.data.splits import load_splits
 
     cfg = load_config(CONFIG, SHARED + [f"data.max_train_samples={train}", f"data.max_eval_samples={eval_rows}"])
     splits = load_splits(cfg.data, cfg.task)
@@ -91,8 +91,8 @@ def _score(refs: dict, test_file: str, export_dir: str) -> dict:
     import torch
 
     import adapters
-    from adapters.merged_export import export_merged
-    from adapters.metrics import classification_metrics
+    from adapters.combine.export_merged import export_merged
+    from adapters.evaluation.metrics import classification_metrics
 
     rows = [json.loads(line) for line in Path(test_file).read_text().splitlines()]
     texts, gold = [r["text"] for r in rows], [r["label"] for r in rows]

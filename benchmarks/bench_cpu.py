@@ -5,7 +5,7 @@ The project picks the compute dtype of 4-bit layers per device (adapters/quant.p
 with AVX512-BF16/AMX, else fp32) and turns bitsandbytes' CPU inference repacking off
 (``keep_4bit_layout`` in ``load_base_model``). This benchmark checks both choices here:
 
-1. Training: ``adapters.trainer.Trainer.run`` on configs/rt-minilm-lora.yaml (4-bit NF4 MiniLM-L6,
+1. Training: ``adapters.training.trainer.Trainer.run`` on configs/rt-minilm-lora.yaml (4-bit NF4 MiniLM-L6,
    LoRA r=8, built-in Rotten Tomatoes rows, batch 32, max_length 64), a fixed number of steps,
    with ``compute_dtype=float32`` vs ``compute_dtype=bfloat16`` (the config field; no patching).
    Non-pad tokens/s over steps ``WARMUP_STEPS+1..N`` (from the end of step WARMUP_STEPS to the end
@@ -31,7 +31,7 @@ with AVX512-BF16/AMX, else fp32) and turns bitsandbytes' CPU inference repacking
    how many predicted labels agree with fp32 unpacked.
 
    The repacked variant needs the one thing the project has no switch for: ``load_base_model``
-   calls ``keep_4bit_layout`` (imported into ``adapters.modeling``), which turns repacking off.
+   calls ``keep_4bit_layout`` (imported into ``adapters.base.loading``), which turns repacking off.
    ``repacking_allowed()`` makes that one call a no-op while such an engine is built, then sets
    bitsandbytes' own ``Linear4bit.support_avx512bf16_for_cpu = True`` on its layers, so the first
    eval no-grad forward (the warm-up pass) repacks them exactly as bitsandbytes would by default.
@@ -103,7 +103,7 @@ def _cpu_facts() -> dict:
     import torch
     from bitsandbytes.functional import has_avx512bf16
 
-    from adapters.quant import plan_device
+    from adapters.base.device import plan_device
 
     return {"flags": _cpu_flags(),
             "bnb_has_avx512bf16": bool(has_avx512bf16()),
@@ -129,9 +129,9 @@ def _train(config: str, overrides: list[str], compute_dtype: str, keep_adapter: 
 
     import torch
 
+    from adapters.base.device import COMPUTE_DTYPES, is_repacked
     from adapters.config import load_config
-    from adapters.quant import COMPUTE_DTYPES, is_repacked
-    from adapters.trainer import Trainer
+    from adapters.training.trainer import Trainer
 
     cfg = load_config(config, [*overrides, f"compute_dtype={compute_dtype}"])
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-train-"))
@@ -166,9 +166,9 @@ def _train_interleaved(config: str, overrides: list[str]) -> dict:
 
     import torch
 
+    from adapters.base.device import COMPUTE_DTYPES, is_repacked
     from adapters.config import load_config
-    from adapters.quant import COMPUTE_DTYPES, is_repacked
-    from adapters.trainer import Trainer
+    from adapters.training.trainer import Trainer
 
     trainers = {}
     for name, dtype in DTYPES.items():
@@ -224,8 +224,8 @@ def repacking_allowed():
 
     Why a patch: the project has no switch for it on purpose (``load_base_model`` always calls
     ``keep_4bit_layout``); this benchmark measures what that choice costs or saves. The name is
-    patched where load_base_model looks it up (``adapters.modeling`` imported it), and restored."""
-    import adapters.modeling as modeling
+    patched where load_base_model looks it up (``adapters.base.loading`` imported it), and restored."""
+    import adapters.base.loading as modeling
 
     original = modeling.keep_4bit_layout
     modeling.keep_4bit_layout = lambda model: 0
@@ -252,10 +252,10 @@ def _engines(adapter: str, rows: int, repeats: int) -> dict:
     import torch
     from bitsandbytes.functional import has_avx512bf16
 
-    import adapters.modeling as modeling
+    import adapters.base.loading as modeling
+    from adapters.base.device import COMPUTE_DTYPES, is_repacked, keep_4bit_layout
     from adapters.config import load_config
-    from adapters.data import load_splits
-    from adapters.quant import COMPUTE_DTYPES, is_repacked, keep_4bit_layout
+    from adapters.data.splits import load_splits
     from adapters.runtime.engine import Engine, directory_resolver
 
     cfg = load_config(str(CONFIG), ["data.max_eval_samples=null"])
@@ -341,7 +341,7 @@ def _layer(repeats: int, rows: int = 1536, d_in: int = 384, d_out: int = 1536) -
     from bitsandbytes.functional import has_avx512bf16
     from bitsandbytes.nn import Linear4bit
 
-    from adapters.quant import is_repacked
+    from adapters.base.device import is_repacked
 
     torch.manual_seed(0)
     dense = torch.nn.Linear(d_in, d_out)

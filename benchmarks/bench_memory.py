@@ -1,4 +1,4 @@
-"""Memory benchmark: both built-in bases loaded through ``adapters.modeling.load_base_model`` in
+"""Memory benchmark: both built-in bases loaded through ``adapters.base.loading.load_base_model`` in
 fp32, 8-bit and 4-bit (MiniLM as a sequence classifier, SmolLM2 as a causal LM).
 
 Per config: ``model.get_memory_footprint()`` (parameter + buffer bytes) and the peak RSS of a
@@ -33,9 +33,9 @@ def _load(base: str, task: str, quant: str) -> dict:
     """Runs in the child: load the base as the trainer does and report what it holds."""
     import torch
 
-    from adapters.bases import resolve_base
-    from adapters.modeling import load_base_model, load_tokenizer
-    from adapters.quant import plan_device
+    from adapters.base.device import plan_device
+    from adapters.base.loading import load_base_model, load_tokenizer
+    from adapters.base.resolve import resolve_base
 
     resolved = resolve_base(base)
     plan = plan_device("cpu")
@@ -54,7 +54,7 @@ def _load(base: str, task: str, quant: str) -> dict:
 
 def run(quick: bool = False) -> dict:
     # Make sure SmolLM2's GGUF is converted before anything is measured (45 s the first time).
-    C.in_subprocess("adapters.bases:resolve_base", {"name": "smollm2-135m"})
+    C.in_subprocess("adapters.base.resolve:resolve_base", {"name": "smollm2-135m"})
     floor_runs = [C.in_subprocess("benchmarks.bench_memory:_imports_only")["peak_rss_bytes"]
                   for _ in range(1 if quick else 2)]
     floor = C.median(floor_runs)

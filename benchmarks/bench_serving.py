@@ -114,9 +114,9 @@ class Maker:
             AutoModelForSequenceClassification,
         )
 
-        from adapters.bases import resolve_base, weights_fingerprint
-        from adapters.methods import default_lora_targets
-        from adapters.modeling import quiet_loading
+        from adapters.base.quiet import quiet_loading
+        from adapters.base.resolve import resolve_base, weights_fingerprint
+        from adapters.training.methods import default_lora_targets
 
         base = resolve_base(base_name)
         cls = base_name == CLS_BASE
@@ -209,9 +209,9 @@ def run(quick: bool = False) -> dict:
 
 
 def _run(quick: bool, work: Path) -> dict:
+    from adapters_store import Store
     from benchmarks import bench_serving_cls as CLS
     from benchmarks import bench_serving_gen as GEN
-    from adapters_store import Store
 
     s = settings(quick)
     quant = engine_quant()

@@ -196,7 +196,8 @@ def throughput(engine, refs: list[str], paths: list, quant: str, s: dict) -> dic
     import torch
     from peft import PeftModel
 
-    from adapters.modeling import load_base_model, quiet_loading
+    from adapters.base.loading import load_base_model
+    from adapters.base.quiet import quiet_loading
     from benchmarks.bench_serving import LABELS
     from benchmarks.bench_serving_gen import _alternating, paired, spread
 

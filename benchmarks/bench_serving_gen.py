@@ -190,8 +190,9 @@ class PeftSide:
     def __init__(self, adapters: list[tuple[str, Path]], quant: str, plan, tokens: int):
         from peft import PeftModel
 
-        from adapters.bases import resolve_base
-        from adapters.modeling import load_base_model, load_tokenizer, quiet_loading
+        from adapters.base.loading import load_base_model, load_tokenizer
+        from adapters.base.quiet import quiet_loading
+        from adapters.base.resolve import resolve_base
 
         base = resolve_base(GEN_BASE)
         self.tok = load_tokenizer(base, "causal-lm")
@@ -269,7 +270,7 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "adapters.cli", "serve", "--base", GEN_BASE, "--quant", quant,
+        self.cmd = [sys.executable, "-m", "adapters", "serve", "--base", GEN_BASE, "--quant", quant,
                     "--store", str(root), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.proc: subprocess.Popen | None = None
 

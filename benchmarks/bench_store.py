@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import common as C
 from adapters_store import Store
 from adapters_store.testing import make_adapter_dir
+from benchmarks import common as C
 
 N_VERSIONS = int(os.environ.get("BENCH_STORE_VERSIONS", "10000"))
 N_NAMES = 100

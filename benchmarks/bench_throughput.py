@@ -3,7 +3,7 @@
 The baseline (what the goal is measured against) is transformers' ``Trainer`` with peft on the same
 4-bit model, **grouping batches by length** (``train_sampling_strategy="group_by_length"``, the
 transformers 5 name of ``group_by_length=True``: its ``LengthGroupedSampler``, the same megabatch
-trick ``adapters.batching.length_grouped_batches`` uses), with ``optim="adamw_torch"``
+trick ``adapters.data.batching.length_grouped_batches`` uses), with ``optim="adamw_torch"``
 (``torch.optim.AdamW`` with its default implementation and default betas/eps, no fused or
 foreach flag: exactly what ``adapters/trainer.py`` builds; the Trainer's
 default for torch >= 2.8 is the fused kernel, and the optimizer implementation is not what is
@@ -21,7 +21,7 @@ no evaluation while training, no gradient checkpointing, the same torch threads.
 records the dtypes of its parameters after setup; the driver checks both sides hold the same.
 One implementation difference is ours by design: on the CPU ``adapters.train`` runs every
 ``nn.Dropout`` of the model (peft's LoRA dropouts and the base's) as
-``adapters.trainer.CpuDropout``, the same distribution drawn from a cheaper generator; the
+``adapters.training.trainer.CpuDropout``, the same distribution drawn from a cheaper generator; the
 Trainer runs torch's own CPU dropout. The table's caption names the dropout modules of each side
 and the profile shows what that changes.
 
@@ -78,7 +78,7 @@ def _compute_dtype() -> str:
         return forced
     import torch
 
-    from adapters.quant import plan_device
+    from adapters.base.device import plan_device
 
     return {torch.float32: "float32", torch.bfloat16: "bfloat16"}[plan_device("cpu").compute_dtype]
 
@@ -227,9 +227,9 @@ class _Profile:
 
 def _ours(config: str, overrides: list[str], profile: dict | None = None) -> dict:
     """Child: the project's trainer, exactly as ``adapters.train`` runs it."""
-    from adapters import runlog
     from adapters.config import load_config
-    from adapters.trainer import Trainer
+    from adapters.training import runs as runlog
+    from adapters.training.trainer import Trainer
 
     cfg = load_config(config, overrides)
     work = Path(tempfile.mkdtemp(prefix="bench-ours-"))
@@ -237,7 +237,7 @@ def _ours(config: str, overrides: list[str], profile: dict | None = None) -> dic
     if prof:  # CpuDropout draws its mask in numpy, which torch.profiler does not see: label it
         import torch
 
-        from adapters.trainer import CpuDropout
+        from adapters.training.trainer import CpuDropout
 
         dropout_forward = CpuDropout.forward
 
@@ -285,7 +285,7 @@ def _ours(config: str, overrides: list[str], profile: dict | None = None) -> dic
 
 
 def _dropouts(model) -> dict[str, int]:
-    """Dropout modules by class (ours swaps nn.Dropout for adapters.trainer.CpuDropout on CPU)."""
+    """Dropout modules by class (ours swaps nn.Dropout for adapters.training.trainer.CpuDropout on CPU)."""
     import torch
 
     out: dict[str, int] = {}
@@ -307,11 +307,12 @@ def _optimizer_name(optimizer) -> str:
 def _export_data(config: str, path: str) -> dict:
     """Child: the exact train rows the project's config selects, as JSONL, plus what the Trainer
     script needs to build the same model (base path, quantization skip list, the peft config)."""
-    from adapters.bases import resolve_base
+    from adapters.base.loading import head_modules
+    from adapters.base.loading import load_config as model_config
+    from adapters.base.resolve import resolve_base
     from adapters.config import load_config
-    from adapters.data import load_splits
-    from adapters.methods import peft_config
-    from adapters.modeling import head_modules, load_config as model_config
+    from adapters.data.splits import load_splits
+    from adapters.training.methods import peft_config
 
     cfg = load_config(config)
     splits = load_splits(cfg.data, cfg.task)
@@ -339,8 +340,15 @@ def hf_trainer(base_path: str, data_path: str, peft: dict, skip_modules: list[st
     import torch
     from datasets import load_dataset
     from peft import get_peft_config, get_peft_model, prepare_model_for_kbit_training
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig,
-                              DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     prof = _Profile(steps=steps, **profile) if profile else None
     dtype = getattr(torch, compute_dtype)
@@ -354,7 +362,7 @@ def hf_trainer(base_path: str, data_path: str, peft: dict, skip_modules: list[st
         id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     # The project's loader does the same: bitsandbytes would otherwise repack 4-bit layers for its
     # CPU inference kernel on AVX512-BF16 CPUs (training never repacks, this makes it certain).
-    from adapters.quant import keep_4bit_layout
+    from adapters.base.device import keep_4bit_layout
 
     keep_4bit_layout(model)
     # No gradient checkpointing, as the project trains by default.

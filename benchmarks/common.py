@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -176,7 +177,7 @@ def trained_steps(trainer, run_dir: Path) -> dict:
     """What a finished ``Trainer`` run did, step by step, from its event log: the logged step
     times and, per step, the real (non-pad) tokens and the padded tokens of the seeded batch it
     drew. Needs ``max_steps`` below one epoch, so the steps are the first batches of epoch 0."""
-    from adapters.runlog import read_events
+    from adapters.training.runs import read_events
 
     steps = [e for e in read_events(Path(run_dir) / "events.jsonl") if e["event"] == "step"]
     lengths = trainer.tokenized["train"]["length"]

@@ -24,10 +24,11 @@ import sqlite3
 import threading
 import uuid
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from adapters_store import files as fs
 from adapters_store.errors import (
@@ -56,7 +57,7 @@ def default_root() -> Path:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _json(value: Any, what: str) -> str:

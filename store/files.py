@@ -6,10 +6,10 @@ store never needs torch or numpy.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import errno
 import shutil
 import stat
 import struct

@@ -39,7 +39,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from adapters.bases import BUILTINS, builtin_source
+    from adapters.base.resolve import BUILTINS, builtin_source
 
     return builtin_source(BUILTINS["minilm-l6"])
 
@@ -100,7 +100,7 @@ def sentiment_csv(tmp_path_factory) -> Path:
     """240 real Rotten Tomatoes reviews (balanced) as a CSV with user-style column names."""
     import csv
 
-    from adapters.datasets_builtin import load_builtin
+    from adapters.data.builtin import load_builtin
 
     columns, _ = load_builtin("builtin:rotten-tomatoes")
     rows = {"fresh": [], "rotten": []}

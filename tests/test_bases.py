@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from adapters.bases import BUILTINS, list_builtins, resolve_base, weights_fingerprint
+from adapters.base.device import plan_device, quantization_config
+from adapters.base.resolve import BUILTINS, list_builtins, resolve_base, weights_fingerprint
 from adapters.errors import BaseModelError, DeviceError
-from adapters.quant import plan_device, quantization_config
 
 
 def test_builtin_encoder_resolves_to_package_files():
@@ -26,7 +26,7 @@ def test_directory_without_config_is_refused(tmp_path):
 
 
 def test_unknown_hub_id_fails_at_load_with_a_hint():
-    from adapters.modeling import load_config
+    from adapters.base.loading import load_config
 
     with pytest.raises(BaseModelError) as err:
         load_config(resolve_base("no-such-org/no-such-model"))
@@ -80,7 +80,7 @@ def test_cuda_without_gpu_is_a_usage_error():
 
 
 def test_cpu_plan_uses_fp32_without_native_bf16():
-    from adapters.quant import cpu_has_fast_bf16
+    from adapters.base.device import cpu_has_fast_bf16
 
     plan = plan_device("cpu")
     assert plan.device == "cpu"
@@ -95,7 +95,7 @@ def test_4bit_is_nf4_double_quant_with_heads_skipped():
 
 
 def test_head_modules_are_derived_per_architecture(tiny_bert, tiny_llama):
-    from adapters.modeling import head_modules, load_config
+    from adapters.base.loading import head_modules, load_config
 
     assert head_modules("classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier", "bert.pooler"]
     assert head_modules("token-classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier"]

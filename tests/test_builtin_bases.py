@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 import adapters
-from adapters.runlog import read_events
-from adapters.scoring import score_adapter
+from adapters.evaluation.score import score_adapter
+from adapters.training.runs import read_events
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHORT = ["data.max_train_samples=64", "data.max_eval_samples=32", "training.max_steps=4",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from adapters.cli import main
 from conftest import tiny_config
+
+from adapters.cli.main import main
 
 
 def _write_config(tmp_path: Path, cfg: dict) -> Path:
@@ -104,7 +104,7 @@ def test_bad_override(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, shows", [(["--help"], "train"), (["doctor", "--help"], "--json")])
 def test_help_does_not_import_torch(args, shows):
-    code = (f"import sys; from adapters.cli import main; rc = main({args!r}); "
+    code = (f"import sys; from adapters.cli.main import main; rc = main({args!r}); "
             "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -118,8 +118,8 @@ def test_models_lists_builtins(capsys):
 
 def test_a_crash_mid_run_keeps_its_log_ended_as_failed_and_stores_nothing(tiny_bert, sentiment_csv, tmp_path,
                                                                           capsys, monkeypatch, _isolated_home):
-    from adapters import trainer
-    from adapters.runlog import read_events
+    from adapters.training import trainer
+    from adapters.training.runs import read_events
     from adapters_store import Store
     from adapters_tui.runs import RunWatcher
 

@@ -65,7 +65,7 @@ def test_train_reports_a_missing_file_or_base_before_loading_torch(tmp_path, sou
     """The mistakes found in milliseconds come first, not after seconds of imports."""
     config = tmp_path / "c.yaml"
     config.write_text(f"name: m\nbase: {base}\ndata: {{source: '{source}'}}\n")
-    code = ("import sys\nfrom adapters.cli import main\n"
+    code = ("import sys\nfrom adapters.cli.main import main\n"
             f"code = main(['train', {str(config)!r}])\n"
             "print(code, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

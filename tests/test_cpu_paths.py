@@ -1,5 +1,5 @@
 """One CPU path for 4-bit layers whatever the CPU: bitsandbytes never repacks a layer's weight for
-its AVX512-BF16 inference kernel in a model the project builds (see ``adapters.quant``).
+its AVX512-BF16 inference kernel in a model the project builds (see ``adapters.base.device``).
 
 Every test here makes bitsandbytes believe the CPU has AVX512-BF16 (``has_avx512bf16`` is read when
 a ``Linear4bit`` is built), so the repacking would happen on an AVX2 machine too if the project did
@@ -12,16 +12,16 @@ import bitsandbytes.nn.modules as bnb_modules
 import pytest
 import torch
 from bitsandbytes.nn import Linear4bit
-
-import adapters
-from adapters import quant
-from adapters.bases import resolve_base
-from adapters.modeling import load_base_model
-from adapters.quant import cpu_has_fast_bf16, is_repacked, keep_4bit_layout, plan_device
-from adapters.runlog import read_events
-from adapters.runtime import Engine
 from conftest import tiny_config
 from test_runtime_support import bert_cls_adapters, runtime_root  # noqa: F401 - fixtures
+
+import adapters
+from adapters.base import device as quant
+from adapters.base.device import cpu_has_fast_bf16, is_repacked, keep_4bit_layout, plan_device
+from adapters.base.loading import load_base_model
+from adapters.base.resolve import resolve_base
+from adapters.runtime import Engine
+from adapters.training.runs import read_events
 
 
 @pytest.fixture

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_config
+from test_runtime_support import (  # noqa: F401
+    PROMPTS,
+    bert_cls_adapters,
+    gen_adapters,
+    reference_classify,
+    reference_generate,
+    runtime_root,
+)
 
 from adapters.runtime import Engine
-from conftest import tiny_config
-from test_runtime_support import (PROMPTS, bert_cls_adapters, gen_adapters,  # noqa: F401
-                                  reference_classify, reference_generate, runtime_root)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 BF16_TOL = 2e-2

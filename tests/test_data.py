@@ -1,4 +1,4 @@
-"""Data loading, splitting, balancing, tokenization and batching (adapters.data, adapters.batching)."""
+"""Data loading, splitting, balancing, tokenization and batching (adapters.data.splits, adapters.data.batching)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from adapters.batching import (IGNORE_INDEX, PROMPT_TEMPLATE, Collator, format_prompt,  # noqa: E402
-                               length_grouped_batches, tokenize)
 from adapters.config import DataConfig  # noqa: E402
-from adapters.data import load_splits  # noqa: E402
+from adapters.data.batching import (  # noqa: E402
+    IGNORE_INDEX,
+    PROMPT_TEMPLATE,
+    Collator,
+    format_prompt,
+    length_grouped_batches,
+    tokenize,
+)
+from adapters.data.splits import load_splits  # noqa: E402
 from adapters.errors import DataError  # noqa: E402
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from adapters import doctor, paths
-from adapters.cli import main
+from adapters.cli import doctor
+from adapters.cli.main import main
+from adapters.training import runs as paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +79,7 @@ def test_cpu_without_cpuinfo_is_unknown_not_an_error(tmp_path):
 
 
 def test_compute_dtype_equals_plan_device(cli_json):
-    from adapters.quant import plan_device
+    from adapters.base.device import plan_device
 
     report, _ = cli_json
     plan = plan_device("auto")

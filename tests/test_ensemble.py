@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import adapters
-from adapters.runtime import UnknownAdapterError
-from adapters.runtime.ensemble import EnsembleError, ensemble_ref, parse
 from test_merge_support import (  # noqa: F401 - fixtures
     bert_classifiers,
     gen_loras,
@@ -17,6 +13,10 @@ from test_merge_support import (  # noqa: F401 - fixtures
     merge_root,
     stored,
 )
+
+import adapters
+from adapters.runtime import UnknownAdapterError
+from adapters.runtime.ensemble import EnsembleError, ensemble_ref, parse
 
 TEXTS = ["a gripping, beautifully acted film", "a dull mess", "john flew to paris", "fine"]
 PROMPTS = ["what is your favourite food?", "hello", "where did john fly?"]
@@ -100,7 +100,7 @@ def test_classifier_ensemble_refusals(bert_classifiers, tiny_bert, tmp_path):
 
 def member_distribution(loaded, prompt: str, tokens: list[int]) -> torch.Tensor:
     """A member's next-token distribution after ``prompt`` + ``tokens``, from plain peft."""
-    from adapters.batching import format_prompt
+    from adapters.data.batching import format_prompt
 
     tok = loaded.tokenizer
     ids = tok(format_prompt(tok, prompt), add_special_tokens=False)["input_ids"] + tokens

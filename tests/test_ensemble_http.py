@@ -7,7 +7,6 @@ import json
 
 import httpx
 import pytest
-
 from test_merge_support import (  # noqa: F401 - fixtures
     gen_loras,
     llama_classifier,

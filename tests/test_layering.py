@@ -35,7 +35,7 @@ def test_no_import_points_up_the_layers(folder, forbidden):
 
 
 def test_the_tui_command_comes_through_the_entry_point():
-    from adapters.cli import COMMAND_ENTRY_POINTS, _register_commands, app
+    from adapters.cli.main import COMMAND_ENTRY_POINTS, _register_commands, app
 
     assert [e.value for e in entry_points(group=COMMAND_ENTRY_POINTS)] == ["adapters_tui.cli:register"]
     _register_commands()

@@ -9,9 +9,6 @@ import shutil
 
 import pytest
 import torch
-
-import adapters
-from adapters.merging import MergeError
 from test_merge_support import (  # noqa: F401 - fixtures
     bert_classifiers,
     gen_loras,
@@ -20,14 +17,17 @@ from test_merge_support import (  # noqa: F401 - fixtures
     stored,
 )
 
+import adapters
+from adapters.combine.merge import MergeError
+
 PROMPTS = ["what is your favourite food?", "hello", "where did john fly? tell me about the trip"]
 TEXTS = ["a gripping, beautifully acted film", "a dull mess", "john flew to paris"]
 
 
 def _base(path, task: str, labels=None):
-    from adapters.bases import resolve_base
-    from adapters.modeling import load_base_model
-    from adapters.quant import plan_device
+    from adapters.base.device import plan_device
+    from adapters.base.loading import load_base_model
+    from adapters.base.resolve import resolve_base
 
     model, _ = load_base_model(resolve_base(str(path)), task, "none", plan_device("cpu"), labels)
     return model.eval()
@@ -68,7 +68,7 @@ def test_lora_merge_equals_peft_add_weighted_adapter(gen_loras, tiny_llama, meth
     assert result.ref == "chat-mix@1" and result.digest.startswith("sha256:")
 
     loaded = adapters.load(None, result.ref)
-    from adapters.batching import format_prompt
+    from adapters.data.batching import format_prompt
 
     tok = loaded.tokenizer
     tok.padding_side = "left"
@@ -217,7 +217,7 @@ def test_incompatible_parents_are_refused_and_nothing_is_stored(bert_classifiers
 
 
 def test_merge_cli(gen_loras, bert_classifiers, capsys):
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     a, c = stored(gen_loras["A"], "gen-a"), stored(gen_loras["C"], "gen-c")
     code = main(["merge", a, c, "--weights", "0.7,0.3", "--method", "dare_ties", "--density", "0.6",

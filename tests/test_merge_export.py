@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-
-import adapters
 from test_merge_support import bert_classifiers, gen_loras, merge_root, stored  # noqa: F401 - fixtures
 from test_runtime_support import train
+
+import adapters
 
 TEXTS = ["a gripping, beautifully acted film", "a dull, lifeless and predictable mess", "john flew to paris",
          "what a fine film", "the plot is thin"]
@@ -39,7 +38,7 @@ def adapter_probs(ref, texts, compute_dtype="auto"):
 
 
 def test_merged_export_of_a_float32_classifier_is_exact(bert_classifiers, tmp_path, capsys):
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     ref = stored(bert_classifiers["lora1"], "senti")
     out = tmp_path / "merged"
@@ -76,7 +75,7 @@ def test_merged_export_of_a_4bit_classifier_dequantizes_first(tiny_bert, sentime
                                                               capsys):
     from peft import PeftModel
 
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     four_bit = train(merge_root, "merge-bert-4bit", tiny_bert, sentiment_csv, quant="4bit")
     ref = stored(four_bit, "senti-4bit")
@@ -105,7 +104,7 @@ def test_merged_export_of_a_4bit_classifier_dequantizes_first(tiny_bert, sentime
 
 
 def test_merged_export_refusals(bert_classifiers, tmp_path, capsys):
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     prefix = stored(bert_classifiers["prefix1"], "senti-prefix")
     assert main(["export", prefix, str(tmp_path / "p"), "--merged"]) == 2

@@ -1,4 +1,4 @@
-"""adapters.metrics against hand-computed values."""
+"""adapters.evaluation.metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import math
 import pytest
 from rich.console import Console
 
-from adapters.metrics import (METRIC_DIRECTIONS, classification_metrics, entity_metrics, lm_metrics,
-                              metrics_table)
+from adapters.evaluation.metrics import (
+    METRIC_DIRECTIONS,
+    classification_metrics,
+    entity_metrics,
+    lm_metrics,
+    metrics_table,
+)
 
 LABELS = ["cat", "dog", "fox"]
 # true: cat cat cat dog dog fox      pred: cat dog cat dog fox fox

@@ -22,12 +22,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
 from test_server_support import raw_http, shared_server, status_and_error
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH = ("import sys, typer\nfrom adapters.server.cli import register\napp = typer.Typer()\n"
+LAUNCH = ("import sys, typer\nfrom adapters.cli.serve import register\napp = typer.Typer()\n"
           "app.callback()(lambda: None)\nregister(app)\napp(sys.argv[1:])\n")
 KEY = "sk-reliability"
 MAX_BODY = 1024 * 1024

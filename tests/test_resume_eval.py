@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 from safetensors.torch import load_file
 
 import adapters
-from adapters.cli import main
-from adapters.runlog import read_events
-from conftest import tiny_config
+from adapters.cli.main import main
+from adapters.training.runs import read_events
 from adapters_tui.runs import RunWatcher
 
 
@@ -54,7 +54,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_runs_weights(tiny_bert, se
     reference = adapters.train(config, run_dir=tmp_path / "reference", store=False)
 
     env = dict(os.environ, ADAPTERS_HOME=str(_isolated_home))
-    proc = subprocess.Popen([sys.executable, "-m", "adapters.cli", "train", str(config), "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "adapters", "train", str(config), "-q"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         run_dir = _wait_for_checkpoint(proc, _isolated_home / "runs", "resumable", at_least=8)

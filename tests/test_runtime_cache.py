@@ -8,11 +8,11 @@ import threading
 import warnings
 
 import pytest
+from test_runtime_support import PROMPTS, gen_adapters, perturb, runtime_root  # noqa: F401
 
 from adapters.errors import UsageError
 from adapters.inference import BaseMismatchError
 from adapters.runtime import FAILED, READY, CacheFullError, Engine, UnknownAdapterError
-from test_runtime_support import PROMPTS, gen_adapters, perturb, runtime_root  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_runtime_support import (  # noqa: F401
+    PROMPTS,
+    bert_cls_adapters,
+    gen_adapters,
+    llama_cls_adapters,
+    reference_classify,
+    reference_generate,
+    runtime_root,
+)
 
 from adapters.runtime import Engine
-from test_runtime_support import (PROMPTS, bert_cls_adapters, gen_adapters, llama_cls_adapters,  # noqa: F401
-                                  reference_classify, reference_generate, runtime_root)
 
 # Each comparison names the compute dtype it runs in. In float32, rows agree with peft to ~5e-7 in
 # log-probabilities, unquantized and 4-bit alike (the same dequantized weights meet the same inputs):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import adapters
-from conftest import tiny_config
 
 _TRAINED: dict[tuple, Path] = {}
 CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 64}
@@ -95,11 +95,11 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
                        device: str = "cpu", compute_dtype: str = "auto"):
     """Greedy tokens and their log-probabilities from plain peft (``PeftModel.from_pretrained``
     through ``adapters.load``), one prompt alone; the bare base when ``adapter`` is None."""
-    from adapters.batching import format_prompt
-    from adapters.bases import resolve_base
+    from adapters.base.device import plan_device
+    from adapters.base.loading import load_base_model, load_tokenizer
+    from adapters.base.resolve import resolve_base
+    from adapters.data.batching import format_prompt
     from adapters.inference import load
-    from adapters.modeling import load_base_model, load_tokenizer
-    from adapters.quant import plan_device
 
     if adapter is None:
         resolved = resolve_base(str(base))

@@ -14,15 +14,15 @@ import httpx
 import pytest
 import typer
 import yaml
+from test_server_support import CHAT, train_into_store
 from typer.testing import CliRunner
 
+from adapters.cli.serve import build, load_config, register
 from adapters.errors import ConfigError, UsageError
-from adapters.server.cli import build, load_config, register
-from test_server_support import CHAT, train_into_store
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH = ("import sys, typer\nfrom adapters.server.cli import register\napp = typer.Typer()\n"
+LAUNCH = ("import sys, typer\nfrom adapters.cli.serve import register\napp = typer.Typer()\n"
           "app.callback()(lambda: None)\nregister(app)\napp(sys.argv[1:])\n")
 
 
@@ -103,7 +103,7 @@ def test_serve_refuses_a_bad_ref_and_a_busy_port_before_loading_anything(tmp_pat
     import sys
 
     code = ("import sys\n"
-            "from adapters.server.cli import check_before_loading, load_config\n"
+            "from adapters.cli.serve import check_before_loading, load_config\n"
             "from adapters.errors import UsageError\n"
             "try:\n"
             "    check_before_loading(load_config(None, {'base': 'minilm-l6', 'adapters': sys.argv[1:2],"

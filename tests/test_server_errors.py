@@ -8,7 +8,6 @@ import asyncio
 
 import httpx
 import pytest
-
 from test_server_support import API_KEY, serve_in_thread, shared_server
 
 pytestmark = pytest.mark.timeout(150)
@@ -45,8 +44,12 @@ def test_schemathesis_finds_no_server_errors(served):
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from schemathesis import GenerationMode
-    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
-                                     status_code_conformance)
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

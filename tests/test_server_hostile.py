@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from test_server_support import API_KEY, raw_http, serve_in_thread, shared_server, status_and_error
 
 pytestmark = pytest.mark.timeout(150)
@@ -314,7 +313,7 @@ def test_allowed_hosts_replace_the_default(served):
 
 
 def test_the_serve_command_takes_allowed_hosts_and_max_body_bytes():
-    from adapters.server.cli import load_config
+    from adapters.cli.serve import load_config
 
     cfg = load_config(None, {"base": "x", "allowed_hosts": ["my-box.lan"], "max_body_bytes": 1024})
     assert cfg.allowed_hosts == ["my-box.lan"] and cfg.limits.max_body_bytes == 1024

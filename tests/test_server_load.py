@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from test_server_support import shared_server
 
 pytestmark = pytest.mark.timeout(150)

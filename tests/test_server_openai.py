@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from test_server_support import shared_server
 
 pytestmark = pytest.mark.timeout(120)

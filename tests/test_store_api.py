@@ -7,8 +7,8 @@ import json
 import os
 import sqlite3
 import stat
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,5 @@
-"""The store commands of the ``adapters`` CLI, through ``adapters.cli.main`` and once through a
-real ``python -m adapters.cli`` subprocess."""
+"""The store commands of the ``adapters`` CLI, through ``adapters.cli.main.main`` and once through a
+real ``python -m adapters`` subprocess."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import main
+from adapters.cli.main import main
 from adapters_store import Store
 from adapters_store.testing import make_adapter_dir
 
@@ -201,16 +201,16 @@ def test_cli_subprocess_and_no_torch(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     make_adapter_dir(tmp_path / "a")
     code = (
-        "import sys; from adapters.cli import main; "
+        "import sys; from adapters.cli.main import main; "
         f"rc = main(['import', {str(tmp_path / 'a')!r}, '--name', 'sub', "
         f"'--store', {str(store)!r}]); "
         "assert 'torch' not in sys.modules, 'store commands imported torch'; sys.exit(rc)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env,
                    capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "adapters.cli", "list", "--json", "--store",
+    proc = subprocess.run([sys.executable, "-m", "adapters", "list", "--json", "--store",
                            str(store)], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert [r["ref"] for r in json.loads(proc.stdout)] == ["sub@1"]
-    proc = subprocess.run([sys.executable, "-m", "adapters.cli", "show", "sub@9", "--store",
+    proc = subprocess.run([sys.executable, "-m", "adapters", "show", "sub@9", "--store",
                            str(store)], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and "sub has no version 9" in proc.stderr

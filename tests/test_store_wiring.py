@@ -5,11 +5,11 @@ import os
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import adapters
-from adapters.cli import main
+from adapters.cli.main import main
 from adapters.inference import BaseMismatchError
-from conftest import tiny_config
 from adapters_store import IntegrityError, Store
 
 

@@ -5,9 +5,9 @@ import json
 import random
 
 import pytest
+from conftest import tiny_config
 
 import adapters
-from conftest import tiny_config
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
 PLACES = ["paris", "london", "rome", "oslo"]

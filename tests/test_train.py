@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import adapters
-from adapters.runlog import read_events
-from conftest import tiny_config
+from adapters.training.runs import read_events
 
 
 def _events(result):
@@ -171,7 +171,7 @@ def test_token_classification_on_builtin_ner(tiny_bert):
 def test_early_stopping_keeps_the_best_and_stops(tiny_bert, keyword_csv):
     """A learning rate far too high makes the dev loss climb after the first evaluations: training
     must stop right after `patience` evaluations without a lower dev loss, and keep the best step's adapter."""
-    from adapters.scoring import score_adapter
+    from adapters.evaluation.score import score_adapter
 
     patience = 2
     cfg = tiny_config(tiny_bert, keyword_csv, data={"source": str(keyword_csv), **KEYWORD_DATA}, training={
@@ -216,7 +216,7 @@ def test_oversampling_balances_train(tiny_bert, tmp_path):
 def test_prefix_projection_roundtrips_through_the_saved_adapter(tiny_bert, sentiment_csv):
     """With reparameterization an MLP produces the prefix while training; the saved adapter must
     score exactly what the trained model scored on the same dev split."""
-    from adapters.scoring import score_adapter
+    from adapters.evaluation.score import score_adapter
 
     cfg = tiny_config(tiny_bert, sentiment_csv, method="prefix",
                       prefix={"num_virtual_tokens": 4, "projection": True, "projection_hidden_size": 16})

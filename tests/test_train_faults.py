@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config
 
 import adapters
-from adapters.runlog import read_events
-from conftest import tiny_config
+from adapters.training.runs import read_events
 
 LABELS = ["bad", "good"]
 
@@ -141,9 +141,9 @@ def pickled(tmp_path_factory, trained) -> Path:
 def test_resume_picks_only_a_run_of_the_same_name(tiny_bert, data_csv, tmp_path, monkeypatch, _isolated_home):
     """An interrupted run of ``sig-int`` is not a run of ``sig``: resuming ``sig`` must not take it
     (it would store sig-int's weights as sig@1)."""
-    from adapters import trainer
-    from adapters.cli import main
-    from adapters.cli_train import _latest_unfinished_run
+    from adapters.cli.main import main
+    from adapters.cli.train import _latest_unfinished_run
+    from adapters.training import trainer
 
     real_after_eval = trainer.Trainer._after_eval
     calls = []
@@ -231,7 +231,7 @@ def test_bad_training_file_is_refused_naming_it(case, tiny_bert, tmp_path, _isol
 def test_csv_with_a_nul_byte_is_refused_not_trained_on(tmp_path):
     """Without a subprocess: the data layer itself refuses it, whatever calls it."""
     from adapters.config import DataConfig
-    from adapters.data import load_splits
+    from adapters.data.splits import load_splits
     from adapters.errors import DataError
 
     with pytest.raises(DataError, match="NUL character at line 5"):
@@ -263,7 +263,7 @@ def _damaged_gzip(path: Path) -> Path:
 ])
 def test_more_unreadable_files_are_refused_by_the_data_layer(make, name, expected, tmp_path):
     from adapters.config import DataConfig
-    from adapters.data import load_splits
+    from adapters.data.splits import load_splits
     from adapters.errors import DataError
 
     source = make(tmp_path / name)
@@ -303,7 +303,7 @@ def test_split_shares_validation(dev, test, ok):
 def _in_process(capsys, *args) -> subprocess.CompletedProcess:
     """The CLI's own ``main`` in this process (its model is loaded faster here): same code path,
     same exit code and stderr, read back like a subprocess's."""
-    from adapters.cli import main
+    from adapters.cli.main import main
 
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -414,7 +414,7 @@ def test_eval_on_labels_the_adapter_does_not_know(trained, tmp_path, _isolated_h
 
 def test_eval_refuses_data_with_some_unknown_labels(trained, tmp_path):
     from adapters.errors import DataError
-    from adapters.scoring import score_adapter
+    from adapters.evaluation.score import score_adapter
 
     mixed = _csv(tmp_path / "mixed.csv", _rows(30, labels=("good", "bad", "meh")))
     with pytest.raises(DataError, match="does not know: 'meh'"):
@@ -426,8 +426,8 @@ def test_macro_averages_follow_scikit_learn_over_the_labels_present(trained, tmp
     computed here independently from the (true, predicted) pairs in the confusion matrix."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    from adapters.metrics import classification_metrics
-    from adapters.scoring import score_adapter
+    from adapters.evaluation.metrics import classification_metrics
+    from adapters.evaluation.score import score_adapter
 
     only_good = _csv(tmp_path / "good.csv", _rows(16, labels=("good",)))
     m = score_adapter(trained, data=str(only_good), split="all")
@@ -456,7 +456,7 @@ def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv
     """Training ends, then the store cannot take the version (here its database path is a
     directory): a hinted error, no version, and the run's log ends as failed, so it is neither
     listed as a finished result nor lost for --resume. A stored run's log ends finished, with its ref."""
-    from adapters.cli_train import _latest_unfinished_run
+    from adapters.cli.train import _latest_unfinished_run
     from adapters_tui.runs import RunWatcher
 
     home = tmp_path / "home"

@@ -6,9 +6,10 @@ import pty
 import subprocess
 import sys
 
-import adapters
-from adapters.runlog import read_events
 from conftest import tiny_config
+
+import adapters
+from adapters.training.runs import read_events
 
 
 def test_callback_gets_every_logged_event_as_it_happens(tiny_bert, sentiment_csv, capsys):
@@ -21,7 +22,7 @@ def test_callback_gets_every_logged_event_as_it_happens(tiny_bert, sentiment_csv
 
     result_dir = []
     cfg = tiny_config(tiny_bert, sentiment_csv, training={"epochs": 1, "log_every": 1, "eval_every": 2})
-    from adapters.paths import runs_dir
+    from adapters.training.runs import runs_dir
 
     result_dir.append(runs_dir() / "20250101-000000-tiny-abcdef")
     result = adapters.train(cfg, run_dir=result_dir[0], callback=callback, store=False)

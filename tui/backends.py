@@ -7,8 +7,8 @@ grammar the engine or server understands works here too.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from adapters_store.errors import HintedError
 

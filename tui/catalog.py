@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from adapters_store import Store, Version
-
 from adapters_tui.formatting import human_size, number, timestamp
 from adapters_tui.train_config import CONFIG_FILE
 

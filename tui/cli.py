@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def tui(
-    store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
                                          "the user data dir).", show_default=False),
-    configs: Optional[Path] = typer.Option(None, "--configs", help="Directory of training configs "
+    configs: Path | None = typer.Option(None, "--configs", help="Directory of training configs "
                                            "(default: ./configs)."),
-    connect: Optional[str] = typer.Option(None, "--connect", help="Connect the playground to a running "
+    connect: str | None = typer.Option(None, "--connect", help="Connect the playground to a running "
                                           "`adapters serve`, e.g. http://127.0.0.1:8000."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY",
+    api_key: str | None = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY",
                                           help="API key of that server."),
     tab: str = typer.Option("store", "--tab", help="Tab to open: store, train or playground."),
 ) -> None:

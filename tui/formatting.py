@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -30,7 +30,7 @@ def parse_time(value: str | float | int | None) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 
@@ -50,7 +50,7 @@ def age(value: str | float | None, now: float) -> str:
         return f"{int(seconds // 3600)} h ago"
     if seconds < 86400 * 30:
         return f"{int(seconds // 86400)} d ago"
-    return datetime.fromtimestamp(then, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%d")
 
 
 def timestamp(value: str | float | None) -> str:
@@ -58,7 +58,7 @@ def timestamp(value: str | float | None) -> str:
     then = parse_time(value)
     if then is None:
         return ""
-    return datetime.fromtimestamp(then, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def duration(seconds: float | None) -> str:

@@ -14,7 +14,7 @@ from adapters_store import Version
 from adapters_tui.store_modals import _Dialog
 from adapters_tui.widgets import TextField
 
-# adapters.merging.METHODS; repeated here because importing that module loads torch.
+# adapters.combine.merge.METHODS; repeated here because importing that module loads torch.
 MERGE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties")
 

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from adapters.metrics import HEADLINE_METRICS
+from adapters.evaluation.metrics import HEADLINE_METRICS
 from adapters_tui.formatting import duration, number
 from adapters_tui.runs import RunState
 from adapters_tui.widgets import FittedLine

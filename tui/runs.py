@@ -259,7 +259,7 @@ def new_run_dir(runs_dir: Path, name: str, now: float | None = None) -> Path:
 
 def train_command(config: Path, overrides: list[str], run_dir: Path, store_root: Path | None) -> list[str]:
     """``adapters train`` as a child process of this Python (the same environment)."""
-    cmd = [sys.executable, "-m", "adapters.cli", "train", str(config)]
+    cmd = [sys.executable, "-m", "adapters", "train", str(config)]
     for item in overrides:
         cmd += ["--set", item]
     cmd += ["--run-dir", str(run_dir), "--quiet", "--json"]
@@ -335,7 +335,7 @@ class TrainingProcess:
     def _end_log(self, status: str, error: str) -> None:
         """A run that started (it has a log) but died before logging its ``end`` gets one, so the
         log, and every reader of it, is final. A run refused for bad input has no log: none is made."""
-        from adapters.runlog import RunLog, read_events
+        from adapters.training.runs import RunLog, read_events
 
         path = self.run_dir / EVENTS
         if not path.is_file():
@@ -356,7 +356,7 @@ class TrainingProcess:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
             self.process.wait()
-            from adapters.runlog import RunLog, read_events
+            from adapters.training.runs import RunLog, read_events
 
             # Killed, it could not log its end; record it so the log (and every reader) is final.
             events = read_events(self.run_dir / EVENTS)

@@ -17,13 +17,13 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Select, Static
 
+from adapters.evaluation.metrics import headline_text
 from adapters_store import Version
 from adapters_tui.catalog import AdapterRow, Filters, choices, group, read_versions
-from adapters.metrics import headline_text
 from adapters_tui.formatting import age, human_size
 from adapters_tui.modals import ConfirmModal
 from adapters_tui.store_details import VersionDetails
-from adapters_tui.widgets import FitTable, Deferred, ReportsWorkerErrors, TextField, fill_table
+from adapters_tui.widgets import Deferred, FitTable, ReportsWorkerErrors, TextField, fill_table
 
 if TYPE_CHECKING:
     from adapters_tui.merge_modal import MergeRequest

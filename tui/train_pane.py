@@ -16,10 +16,10 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, OptionList, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
+from adapters.evaluation.metrics import headline_text
 from adapters_store import Version
 from adapters_tui import train_config
 from adapters_tui.catalog import CONFIG_FILE, read_versions, refs_by_run
-from adapters.metrics import headline_text
 from adapters_tui.formatting import age
 from adapters_tui.modals import ConfirmModal
 from adapters_tui.run_view import STATUS_STYLES, RunView

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from adapters.errors import UsageError
-from adapters.runtime.cache import FAILED, LOADING, READY, AdapterInfo, Bounded, CacheFullError, Entry, LRU
+from adapters.runtime.cache import FAILED, LOADING, LRU, READY, AdapterInfo, Bounded, CacheFullError, Entry
 from adapters.runtime.generate import Decoding
 from adapters.runtime.lora import LoraBank
 
@@ -45,9 +45,8 @@ def directory_resolver(ref: str) -> Path:
 
 def store_resolver(store_root: str | Path | None = None) -> Callable[[str], Path]:
     """The default resolver: a store ref (re-hashed before use) or an adapter directory."""
-    from adapters_store.errors import RefNotFound
-
     from adapters.api import adapter_dir
+    from adapters_store.errors import RefNotFound
 
     def resolve(ref: str) -> Path:
         try:
@@ -92,9 +91,9 @@ class Engine(Decoding):
                  max_bytes: int = 2**30, resolver: Callable[[str], Path] | None = None,
                  preload: list[str] | None = None, pin_wait_s: float = 30.0,
                  store_root: str | Path | None = None, compute_dtype: str = "auto"):
-        from adapters.bases import resolve_base, weights_fingerprint
-        from adapters.modeling import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
-        from adapters.quant import plan_device
+        from adapters.base.device import plan_device
+        from adapters.base.loading import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
+        from adapters.base.resolve import resolve_base, weights_fingerprint
 
         self.base = resolve_base(base)
         self.quant = quant

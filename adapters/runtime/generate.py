@@ -10,8 +10,8 @@ depends on its seed and its own logits, not on which other requests share its ba
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -115,7 +115,7 @@ class Decoding:
 
     # Uses the engine's state: model, tokenizer, _lock, _pinned, _hooks, _pad, _prefixes.
     def _encode_prompts(self, prompts: list[str], raw: bool) -> list[list[int]]:
-        from adapters.batching import format_prompt
+        from adapters.data.batching import format_prompt
 
         texts = prompts if raw else [format_prompt(self.tokenizer, p) for p in prompts]
         rows = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -229,7 +229,7 @@ class Decoding:
         return results
 
     def stream(self, prompt: str, adapter: str | None = None, max_new_tokens=64, temperature=0.0, top_p=1.0,
-               seed=None, stop=None, raw: bool = False) -> "TextStream":
+               seed=None, stop=None, raw: bool = False) -> TextStream:
         """Yield the completion's text piece by piece; the pieces join to ``generate``'s text. Once
         exhausted, the stream's ``finish_reason`` ("stop" or "length") and ``tokens`` are set."""
         spec = row_specs(1, max_new_tokens, temperature, top_p, seed, stop)[0]
@@ -237,7 +237,7 @@ class Decoding:
         out._pieces = self._stream_pieces(prompt, adapter, spec, raw, out)
         return out
 
-    def _stream_pieces(self, prompt, adapter, spec: RowSpec, raw: bool, out: "TextStream") -> Iterator[str]:
+    def _stream_pieces(self, prompt, adapter, spec: RowSpec, raw: bool, out: TextStream) -> Iterator[str]:
         tokens: list[int] = []
         shown = ""
         steps = self._steps([prompt], [adapter], [spec], raw)
@@ -275,7 +275,7 @@ class TextStream:
         self.tokens = 0  # generated tokens so far
         self._pieces: Iterator[str] = iter(())
 
-    def __iter__(self) -> "TextStream":
+    def __iter__(self) -> TextStream:
         return self
 
     def __next__(self) -> str:

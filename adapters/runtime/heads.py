@@ -15,9 +15,9 @@ import copy
 import torch
 from torch import nn
 
+from adapters.base.quiet import quiet_loading
 from adapters.errors import UsageError
 from adapters.inference import BaseMismatchError
-from adapters.modeling import quiet_loading
 
 
 class _Replay(nn.Module):

@@ -157,7 +157,7 @@ class Gate:
     and request metrics (status code and latency to the response's first byte, labelled by route
     template)."""
 
-    def __init__(self, app, server: "Server", api_key: str | None, hosts: HostCheck, max_body_bytes: int):
+    def __init__(self, app, server: Server, api_key: str | None, hosts: HostCheck, max_body_bytes: int):
         self.app, self.server, self.key, self.hosts, self.max_body = app, server, api_key, hosts, max_body_bytes
 
     async def __call__(self, scope, receive, send):

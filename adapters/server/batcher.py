@@ -17,9 +17,10 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class Overloaded(Exception):

@@ -307,7 +307,7 @@ class Server(Streaming):
 
     # ---- chat and completions ---------------------------------------------------------------------------
     def chat_prompt(self, messages) -> str:
-        from adapters.batching import format_prompt
+        from adapters.data.batching import format_prompt
 
         turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
         if len(turns) == 1 and turns[0]["role"] == "user":

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 _PATHLIKE = re.compile(r"[/\\]|^[.~]|^[A-Za-z]:")
 

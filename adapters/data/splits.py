@@ -11,8 +11,8 @@ sample), the result has the same normalized columns per task:
 Tables are handled as plain ``{column: list}`` dicts in between: the data sets this tool trains on
 are small, and plain lists keep splitting and balancing obvious. Every random choice draws from a
 generator seeded by ``cfg.split.seed`` so a config always yields the same rows (and fingerprint).
-Reading sources lives in ``adapters.data_sources``, tokenization and batching in
-``adapters.batching``.
+Reading sources lives in ``adapters.data.sources``, tokenization and batching in
+``adapters.data.batching``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from adapters.config import DataConfig
-from adapters.data_sources import read_source
+from adapters.data.sources import read_source
 from adapters.errors import DataError
 
 log = logging.getLogger(__name__)

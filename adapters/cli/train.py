@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,9 +35,8 @@ def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
     failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory.
     Names may hold dashes, so a run id is matched on its whole name, never as a substring: ``sig``
     must not pick up a run of ``sig-int``."""
-    from adapters.paths import runs_dir
-    from adapters.runlog import read_events
-    from adapters.trainer import latest_checkpoint
+    from adapters.training.runs import read_events, runs_dir
+    from adapters.training.trainer import latest_checkpoint
 
     candidates = sorted(runs_dir(store).glob(f"*-{name}-*"), reverse=True)
     for run in candidates:
@@ -52,7 +50,7 @@ def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
 
 
 def print_metrics(result_metrics: dict, title: str) -> None:
-    from adapters.metrics import metrics_table
+    from adapters.evaluation.metrics import metrics_table
 
     for split in ("dev", "test"):
         if result_metrics.get(split):
@@ -62,17 +60,18 @@ def print_metrics(result_metrics: dict, title: str) -> None:
 def train(
     config: Path = typer.Argument(..., help="A YAML training config, e.g. configs/rt-minilm-lora.yaml."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the PEFT directory here."),
-    name: Optional[str] = typer.Option(None, "--name", help="Adapter name (default: `name` in the config)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the PEFT directory here."),
+    name: str | None = typer.Option(None, "--name", help="Adapter name (default: `name` in the config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the last interrupted run of this config."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (event log, checkpoints)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (event log, checkpoints)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    store: Optional[Path] = STORE_OPTION,
+    store: Path | None = STORE_OPTION,
     no_store: bool = typer.Option(False, "--no-store", help="Do not add the result to the store."),
 ) -> None:
     """Train a LoRA or prefix adapter from a YAML config and store it as a new version."""
-    from adapters.api import _as_config, train as run_training
+    from adapters.api import _as_config
+    from adapters.api import train as run_training
 
     overrides = list(set_) + ([f"name={name}"] if name else [])
     cfg = _as_config(config, overrides)
@@ -105,15 +104,15 @@ def train(
 
 def evaluate_cmd(
     adapter: str = typer.Argument(..., help="A store ref (name, name@3, name@prod, sha256:…) or an adapter directory."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset to score on (default: the training data)."),
+    data: str | None = typer.Option(None, "--data", help="Dataset to score on (default: the training data)."),
     split: str = typer.Option("test", "--split", help="train, dev, test, or all."),
     set_: list[str] = typer.Option([], "--set", help="Override data keys, e.g. --set data.text_column=review."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
+    base: str | None = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
-    store: Optional[Path] = STORE_OPTION,
+    store: Path | None = STORE_OPTION,
 ) -> None:
     """Score a trained adapter on any dataset."""
-    from adapters.scoring import score_adapter
+    from adapters.evaluation.score import score_adapter
 
     if split not in ("train", "dev", "test", "all"):
         raise UsageError(f"unknown split '{split}'", "use train, dev, test or all")
@@ -121,7 +120,7 @@ def evaluate_cmd(
     if json_out:
         print(json.dumps(metrics, default=str))
         return
-    from adapters.metrics import metrics_table
+    from adapters.evaluation.metrics import metrics_table
 
     console.print(metrics_table(metrics, title=f"{adapter} on {data or 'its training data'} ({split})"))
 
@@ -129,10 +128,10 @@ def evaluate_cmd(
 def predict(
     adapter: str = typer.Argument(..., help="A store ref (name, name@3, name@prod, sha256:…) or an adapter directory."),
     inputs: list[str] = typer.Argument(..., help="Texts to classify, prompts to answer, or sentences to tag."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
+    base: str | None = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="For generation adapters."),
     json_out: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
-    store: Optional[Path] = STORE_OPTION,
+    store: Path | None = STORE_OPTION,
 ) -> None:
     """Run an adapter on a few inputs."""
     from adapters.api import load
@@ -156,7 +155,7 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
     """List built-in offline bases and what is converted in the cache."""
     from rich.table import Table
 
-    from adapters.bases import cache_dir, list_builtins
+    from adapters.base.resolve import cache_dir, list_builtins
 
     rows = list_builtins()
     if json_out:

@@ -18,12 +18,13 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
-from adapters.cli_store import JsonOpt, StoreOpt
+from adapters.cli.store import JsonOpt, StoreOpt
 
 # The libraries whose versions decide behaviour (DESIGN.md, "Known traps"), by distribution name.
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "textual")
@@ -58,7 +59,7 @@ def _error_text(exc: BaseException) -> str:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    found: dict[str, Optional[str]] = {"python": platform.python_version()}
+    found: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             found[name] = version(name)
@@ -74,7 +75,6 @@ def project_version() -> str:
         return version(DISTRIBUTION)
     except PackageNotFoundError:  # run from a checkout that was never installed
         from adapters import __version__
-
         return f"{__version__} (not installed)"
 
 
@@ -143,7 +143,7 @@ def _dtype_name(dtype) -> str:
 def compute_plan() -> dict:
     import torch
 
-    from adapters.quant import cpu_has_fast_bf16, plan_device
+    from adapters.base.device import cpu_has_fast_bf16, plan_device
 
     plan = plan_device("auto")
     if plan.device == "cuda":
@@ -160,14 +160,14 @@ def four_bit() -> dict:
     """The 4-bit config the project builds for this device, and its layer layout."""
     import torch
 
-    from adapters.quant import plan_device, quantization_config
+    from adapters.base.device import plan_device, quantization_config
 
     cfg = quantization_config("4bit", plan_device("auto"), [])
     kind = str(cfg.bnb_4bit_quant_type).upper()
     return {"quant_type": kind, "double_quant": bool(cfg.bnb_4bit_use_double_quant),
             "compute_dtype": _dtype_name(cfg.bnb_4bit_compute_dtype),
             "storage": _dtype_name(getattr(cfg, "bnb_4bit_quant_storage", torch.uint8)),
-            # adapters.quant.keep_4bit_layout, applied to every model the project loads.
+            # adapters.base.device.keep_4bit_layout, applied to every model the project loads.
             "layout": "bitsandbytes layout kept (CPU repacking off)"}
 
 
@@ -194,10 +194,10 @@ def bitsandbytes_info() -> dict:
 # paths
 
 
-def paths(store: Optional[Path] = None) -> dict:
+def paths(store: Path | None = None) -> dict:
     """Store, runs and base cache as the CLI resolves them; doctor never creates them."""
-    from adapters import paths as project_paths
-    from adapters.bases import cache_dir
+    from adapters.base.resolve import cache_dir
+    from adapters.training import runs as project_paths
 
     root = project_paths.home(store)
     runs = project_paths.runs_dir(store)
@@ -218,7 +218,7 @@ def paths(store: Optional[Path] = None) -> dict:
 # requirements.lock
 
 
-def default_lock() -> Optional[Path]:
+def default_lock() -> Path | None:
     """``requirements.lock`` beside the package in a source checkout; None for a wheel install."""
     import adapters
 
@@ -297,7 +297,7 @@ def check_lock(lock: Any = _DEFAULT) -> dict:
 # the report
 
 
-def collect(store: Optional[Path] = None, lock: Any = _DEFAULT, cpuinfo: Path = CPUINFO) -> dict:
+def collect(store: Path | None = None, lock: Any = _DEFAULT, cpuinfo: Path = CPUINFO) -> dict:
     """Everything doctor prints, as a JSON-ready dict. Failed probes hold ``{"error": ...}``."""
     report: dict[str, Any] = {"adapter_manager": _probe(lambda: {"version": project_version()})}
     report["versions"] = _probe(versions)
@@ -312,7 +312,7 @@ def collect(store: Optional[Path] = None, lock: Any = _DEFAULT, cpuinfo: Path = 
     return report
 
 
-def _yes(value: Optional[bool]) -> str:
+def _yes(value: bool | None) -> str:
     return "unknown" if value is None else ("yes" if value else "no")
 
 
@@ -413,7 +413,7 @@ def render(report: dict) -> None:
         console.print(Text(key.ljust(width + 2), style="bold") + Text(value, style=styles[style]))
 
 
-def doctor(as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+def doctor(as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Print versions, CPU/GPU, compute dtype, paths and lock status for a bug report."""
     report = collect(store)
     if as_json:

@@ -1,12 +1,23 @@
-"""The JSONL event log of a training run: one JSON object a line, flushed as written, so the TUI
-and any other tool can tail it while the run goes on."""
+"""Training runs on disk: where they live (``runs_dir``, under the store root $ADAPTERS_HOME) and
+the JSONL event log of each, one JSON object a line, flushed as written, so the TUI and any other
+tool can tail it while the run goes on."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+
+def home(store_root: Path | None = None) -> Path:
+    from adapters_store import default_root
+
+    return Path(store_root) if store_root else default_root()
+
+
+def runs_dir(store_root: Path | None = None) -> Path:
+    return home(store_root) / "runs"
 
 
 class RunLog:

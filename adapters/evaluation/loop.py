@@ -6,8 +6,7 @@ import math
 
 import torch
 
-from adapters import metrics as M
-
+from adapters.evaluation import metrics as M
 
 # A language model's logits are rows x length x vocabulary floats: 64 x 64 x 49k is 800 MB. Keep
 # each evaluation batch under this many logits so peak memory stays near the training peak.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters import batching as B
-from adapters import data as D
 from adapters.config import apply_overrides, validate
+from adapters.data import batching as B
+from adapters.data import splits as D
 from adapters.errors import UsageError
-from adapters.evaluate import evaluate
+from adapters.evaluation.loop import evaluate
 from adapters.inference import load, read_adapter_metadata
 
 

@@ -104,7 +104,7 @@ def convert_gguf(gguf: Path) -> Path:
             return target
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        from adapters.modeling import quiet_loading
+        from adapters.base.quiet import quiet_loading
 
         staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
         try:

@@ -1,6 +1,6 @@
 """One readable training loop on accelerate, for every method and task.
 
-``accelerate launch -m adapters.cli train ...`` runs the same loop on several GPUs. Each run
+``accelerate launch -m adapters train ...`` runs the same loop on several GPUs. Each run
 writes a JSONL event log (start, step, eval, checkpoint, end) that the TUI and other tools tail.
 """
 
@@ -14,23 +14,23 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from adapters import batching as B
-from adapters import data as D
-from adapters.bases import resolve_base, weights_fingerprint
+from adapters.base.device import plan_device
+from adapters.base.loading import check_task_fits, load_base_model, load_config, load_tokenizer
+from adapters.base.resolve import resolve_base, weights_fingerprint
 from adapters.config import TrainConfig, to_yaml
+from adapters.data import batching as B
+from adapters.data import splits as D
 from adapters.errors import ConfigError, UsageError
-from adapters.evaluate import evaluate
-from adapters.metrics import METRIC_DIRECTIONS
-from adapters.methods import attach
-from adapters.modeling import load_base_model, load_config, load_tokenizer, check_task_fits
-from adapters.quant import plan_device
-from adapters.runlog import RunLog, library_versions
+from adapters.evaluation.loop import evaluate
+from adapters.evaluation.metrics import METRIC_DIRECTIONS
+from adapters.training.methods import attach
+from adapters.training.runs import RunLog, library_versions
 
 METADATA_FILE = "adapter_manager.json"
 
@@ -323,7 +323,7 @@ class Trainer:
                   sizes=self.splits.sizes, class_balance=self.splits.class_balance,
                   labels=self.splits.label_names, config=cfg.model_dump(mode="json"), device=self.plan.device,
                   pid=os.getpid(), host=socket.gethostname())
-        from adapters.progress import TrainProgress
+        from adapters.training.progress import TrainProgress
 
         progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state["step"])
         model, train = self.model, self.tokenized["train"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from adapters.base.quiet import quiet_loading
 from adapters.config import TrainConfig
 from adapters.errors import MethodError
-from adapters.modeling import quiet_loading
 
 PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "token-classification": "TOKEN_CLS"}
 

@@ -280,7 +280,7 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from adapters.modeling import quiet_loading
+    from adapters.base.quiet import quiet_loading
     from adapters.runtime.files import lora_only_config
 
     model = _load_base(parents[0], device)
@@ -332,10 +332,10 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
 
 def _load_base(parent: Parent, device: str):
     """The parents' base, quantized as they were trained (peft's merge runs on its LoRA layers)."""
-    from adapters.bases import resolve_base, weights_fingerprint
+    from adapters.base.device import plan_device
+    from adapters.base.loading import load_base_model
+    from adapters.base.resolve import resolve_base, weights_fingerprint
     from adapters.inference import BaseMismatchError
-    from adapters.modeling import load_base_model
-    from adapters.quant import plan_device
 
     meta = parent.meta
     if not meta["base"]:
@@ -371,7 +371,7 @@ def _merge_prefix(parents: list[Parent], out: Path) -> dict:
 
 
 def _lineage(parents: list[Parent], method: str, density: float | None, seed: int, details: dict) -> dict:
-    from adapters.runlog import library_versions
+    from adapters.training.runs import library_versions
 
     first = parents[0].meta["lineage"]
     meta = parents[0].meta

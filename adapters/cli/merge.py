@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,15 +29,15 @@ def merge_cmd(
                                       "(default: equal weights summing to 1)."),
     method: str = typer.Option("linear", "--method", help="linear, cat, svd, ties, dare_linear or dare_ties "
                                "(peft's add_weighted_adapter; prefix adapters: linear)."),
-    density: Optional[float] = typer.Option(None, "--density", help="ties / dare: share of each adapter's "
+    density: float | None = typer.Option(None, "--density", help="ties / dare: share of each adapter's "
                                             "values kept, in (0, 1] (default 0.5)."),
     seed: int = typer.Option(0, "--seed", help="Seed for dare's random drop (recorded in the lineage)."),
     as_json: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
                                          "the user data dir).", show_default=False),
 ) -> None:
     """Merge adapters of one base, method and task into a new stored version."""
-    from adapters.merging import check_options, merge
+    from adapters.combine.merge import check_options, merge
 
     parsed = _weights(weights)
     check_options(refs, parsed, method, density)  # bad options fail before torch loads

@@ -65,8 +65,7 @@ def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> di
     seqeval's default mode follows conlleval: an I-X that does not continue an X entity starts a
     new one, and a span counts only when its start, end and type all match.
     """
-    from seqeval.metrics import accuracy_score, classification_report
-    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
     if len(true_tags) != len(pred_tags) or any(len(t) != len(p) for t, p in zip(true_tags, pred_tags)):
         raise ValueError("true_tags and pred_tags must have the same sentences and lengths")

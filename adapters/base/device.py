@@ -26,7 +26,6 @@ for every model this project builds, so one layout runs on every CPU kind.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -103,8 +102,10 @@ def quantization_config(quant: str, plan: DevicePlan, skip_modules: list[str]):
         return None
     from transformers import BitsAndBytesConfig
 
+    from adapters.base.quiet import quiet_bitsandbytes
+
     # 8-bit matmuls on CPU warn on every call that inputs are cast; the cast is expected.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_bitsandbytes()
     if quant == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,

@@ -7,7 +7,6 @@ import sys
 
 import typer
 
-
 app = typer.Typer(
     name="adapters",
     help="Train, store and serve LoRA and prefix adapters on one quantized, frozen base model.",
@@ -46,9 +45,11 @@ def _register_commands() -> None:
         return
     from importlib.metadata import entry_points
 
-    from adapters import cli_merge, cli_store, cli_train, doctor
-    from adapters.server import cli as server_cli
-
+    from adapters.cli import doctor
+    from adapters.cli import merge as cli_merge
+    from adapters.cli import serve as server_cli
+    from adapters.cli import store as cli_store
+    from adapters.cli import train as cli_train
     for module in (cli_train, cli_store, cli_merge, doctor, server_cli):
         module.register(app)
     for entry in entry_points(group=COMMAND_ENTRY_POINTS):
@@ -59,7 +60,6 @@ def _register_commands() -> None:
 def fail(error: Exception) -> int:
     """Print a user-facing error with its hint to stderr and return its exit code."""
     from rich.console import Console
-
     from rich.text import Text
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ import shlex
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -20,7 +20,7 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def _store(path: Optional[Path], *, create: bool = False):
+def _store(path: Path | None, *, create: bool = False):
     """Only commands that store something create a store; the others refuse a path without one,
     so a mistyped --store is reported instead of becoming a new, empty store."""
     from adapters_store import Store
@@ -51,7 +51,7 @@ LIST_COLUMNS = ("ref", "metric", "aliases", "created", "method", "task", "base",
 
 
 def _list_rows(s, versions) -> list[dict[str, str]]:
-    from adapters.metrics import headline_text
+    from adapters.evaluation.metrics import headline_text
 
     latest = s.latest_numbers()
     rows = []
@@ -75,7 +75,7 @@ def _print_columns(rows: list[dict[str, str]], columns: tuple[str, ...], width: 
         typer.echo("  ".join(row[c].ljust(widths[c]) for c in shown).rstrip())
 
 
-def _check_kind(value: Optional[str], option: str, known: tuple[str, ...], stored: set[str]) -> None:
+def _check_kind(value: str | None, option: str, known: tuple[str, ...], stored: set[str]) -> None:
     from adapters.errors import UsageError
 
     if value is not None and value not in known and value not in stored:
@@ -84,13 +84,13 @@ def _check_kind(value: Optional[str], option: str, known: tuple[str, ...], store
 
 
 def list_cmd(
-    name: Optional[str] = typer.Option(None, "--name", help="Only this adapter name."),
-    base: Optional[str] = typer.Option(None, "--base", help="Only adapters of this base model id."),
-    method: Optional[str] = typer.Option(None, "--method", help="Only this method (lora, prefix)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Only this task kind."),
-    alias: Optional[str] = typer.Option(None, "--alias", help="Only versions carrying this alias."),
+    name: str | None = typer.Option(None, "--name", help="Only this adapter name."),
+    base: str | None = typer.Option(None, "--base", help="Only adapters of this base model id."),
+    method: str | None = typer.Option(None, "--method", help="Only this method (lora, prefix)."),
+    task: str | None = typer.Option(None, "--task", help="Only this task kind."),
+    alias: str | None = typer.Option(None, "--alias", help="Only versions carrying this alias."),
     as_json: bool = JsonOpt,
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """List stored adapter versions."""
     import sys
@@ -140,9 +140,9 @@ def _value(value: Any) -> str:
 
 
 def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256:<prefix>"),
-         as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+         as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Show one version: ref, content id, lineage, metrics, files."""
-    from adapters.metrics import SPLIT_PREFERENCE
+    from adapters.evaluation.metrics import SPLIT_PREFERENCE
 
     v = _store(store).resolve(ref)
     if as_json:
@@ -177,7 +177,7 @@ def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256
 
 def tag(ref: str = typer.Argument(..., help="The version to tag."),
         alias: str = typer.Argument(..., help="Alias such as prod; moves if it exists."),
-        store: Optional[Path] = StoreOpt) -> None:
+        store: Path | None = StoreOpt) -> None:
     """Point an alias (e.g. prod) at a version."""
     from adapters_store import RefNotFound, check_alias
 
@@ -195,7 +195,7 @@ def tag(ref: str = typer.Argument(..., help="The version to tag."),
 
 def untag(ref: str = typer.Argument(..., help="The adapter name (or one version of it)."),
           alias: str = typer.Argument(..., help="The alias to remove."),
-          store: Optional[Path] = StoreOpt) -> None:
+          store: Path | None = StoreOpt) -> None:
     """Remove an alias."""
     v = _store(store).untag(ref, alias)
     _console().print(f"removed alias {alias} from {v.ref}")
@@ -203,7 +203,7 @@ def untag(ref: str = typer.Argument(..., help="The adapter name (or one version 
 
 def rm(ref: str = typer.Argument(..., help="The version to remove."),
        force: bool = typer.Option(False, "--force", help="Also remove it if it carries aliases."),
-       store: Optional[Path] = StoreOpt) -> None:
+       store: Path | None = StoreOpt) -> None:
     """Remove a version (its number is never reused; `adapters gc` frees the space)."""
     v = _store(store).remove(ref, force=force)
     _console().print(f"removed {v.ref} ({v.digest[:19]}); run `adapters gc` to free unused blobs")
@@ -211,7 +211,7 @@ def rm(ref: str = typer.Argument(..., help="The version to remove."),
 
 def diff(ref_a: str = typer.Argument(..., help="First version."),
          ref_b: str = typer.Argument(..., help="Second version."),
-         as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+         as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Compare config, lineage, metrics and files of two versions."""
     d = _store(store).diff(ref_a, ref_b)
     if as_json:
@@ -251,7 +251,7 @@ def import_cmd(
                                      help="Store it as a new version even if a version of this "
                                      "name already holds the same content."),
     as_json: bool = JsonOpt,
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Import a PEFT adapter directory made elsewhere."""
     from adapters_store import AlreadyStored, PickleRefused
@@ -322,13 +322,13 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
            dest: Path = typer.Argument(..., help="New (or empty) directory."),
            fmt: str = typer.Option("peft", "--format", help="peft: the PEFT directory; vllm: the "
                                    "same, plus the vLLM command line that serves it."),
-           lora_name: Optional[str] = typer.Option(None, "--lora-name",
+           lora_name: str | None = typer.Option(None, "--lora-name",
                                                    help="Name vLLM serves it under (vllm format; "
                                                    "default: the adapter name)."),
            merged: bool = typer.Option(False, "--merged", help="Save the base with the LoRA adapter "
                                        "merged in, as a full model plain transformers loads (float32; "
                                        "a quantized base is dequantized first)."),
-           store: Optional[Path] = StoreOpt) -> None:
+           store: Path | None = StoreOpt) -> None:
     """Copy a version out of the store as a plain PEFT directory (or, --merged, a full model)."""
     from adapters_store import StoreError
 
@@ -350,7 +350,7 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
     console.print(f"exported {v.ref} to {out}")
     if fmt == "vllm":
         name = lora_name or v.name
-        from adapters.bases import BUILTINS
+        from adapters.base.resolve import BUILTINS
 
         builtin = BUILTINS.get(v.base or "")
         # A built-in base's own files are a local (and for SmolLM2 a dequantized GGUF) copy that
@@ -387,10 +387,10 @@ def _stored_config(s, v) -> dict:
     return config
 
 
-def _export_merged(ref: str, dest: Path, store: Optional[Path]) -> None:
+def _export_merged(ref: str, dest: Path, store: Path | None) -> None:
     from rich.console import Console
 
-    from adapters.merged_export import export_merged
+    from adapters.combine.export_merged import export_merged
 
     _store(store).close()  # a missing store is reported, not created
     console = Console(highlight=False, soft_wrap=True)  # paths and notes stay whole lines
@@ -401,8 +401,8 @@ def _export_merged(ref: str, dest: Path, store: Optional[Path]) -> None:
         console.print(f"[yellow]note:[/] {note}")
 
 
-def verify(ref: Optional[str] = typer.Argument(None, help="One version; default: the store."),
-           as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+def verify(ref: str | None = typer.Argument(None, help="One version; default: the store."),
+           as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Re-hash stored files; exit 1 if any is missing or corrupted."""
     from rich.table import Table
 
@@ -424,7 +424,7 @@ def verify(ref: Optional[str] = typer.Argument(None, help="One version; default:
 
 
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
-       as_json: bool = JsonOpt, store: Optional[Path] = StoreOpt) -> None:
+       as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Delete blobs no version uses and debris of crashed writers."""
     s = _store(store)
     plan = s.gc(dry_run=True)
@@ -447,7 +447,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only print what wo
 
 
 def path(ref: str = typer.Argument(..., help="The version."),
-         store: Optional[Path] = StoreOpt) -> None:
+         store: Path | None = StoreOpt) -> None:
     """Print the version's PEFT directory."""
     typer.echo(str(_store(store).path(ref)))
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from adapters.cli import fail
+    from adapters.cli.main import fail
     from adapters_store.errors import HintedError
 
     try:

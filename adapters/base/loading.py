@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
 
 import torch
 
-from adapters.bases import ResolvedBase
+from adapters.base.device import DevicePlan, keep_4bit_layout, quantization_config
+from adapters.base.quiet import quiet_bitsandbytes, quiet_loading
+from adapters.base.resolve import ResolvedBase
 from adapters.errors import BaseModelError, MethodError
-from adapters.quant import DevicePlan, keep_4bit_layout, quantization_config
 
 # peft reads a property that transformers 5 deprecated; the warning is peft's to fix, not the user's.
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -27,25 +26,6 @@ def auto_class(task: str):
         "causal-lm": transformers.AutoModelForCausalLM,
         "token-classification": transformers.AutoModelForTokenClassification,
     }[task]
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """transformers prints a load report for every fresh head; expected here, so keep it quiet."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(level)
-            if bars:
-                hf_logging.enable_progress_bar()
 
 
 def load_config(base: ResolvedBase):
@@ -114,7 +94,7 @@ def load_base_model(base: ResolvedBase, task: str, quant: str, plan: DevicePlan,
     heads = head_modules(task, config)
     qconfig = quantization_config(quant, plan, heads)
     dtype = plan.compute_dtype if qconfig is not None else (torch.float32 if plan.device == "cpu" else plan.compute_dtype)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    quiet_bitsandbytes()
     try:
         with quiet_loading():
             model = auto_class(task).from_pretrained(

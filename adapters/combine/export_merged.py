@@ -71,10 +71,11 @@ def _merged_model(directory: Path, meta: dict, quant: str, base: str | None):
     import torch
     from peft import PeftModel
 
-    from adapters.bases import resolve_base, weights_fingerprint
+    from adapters.base.device import DevicePlan
+    from adapters.base.loading import load_base_model, load_tokenizer
+    from adapters.base.quiet import quiet_loading
+    from adapters.base.resolve import resolve_base, weights_fingerprint
     from adapters.inference import BaseMismatchError
-    from adapters.modeling import load_base_model, load_tokenizer, quiet_loading
-    from adapters.quant import DevicePlan
 
     name = base or meta["base"]
     if not name:
@@ -115,7 +116,7 @@ def _forget_quantization(model) -> None:
 
 def _save(model, tokenizer, dest: Path, provenance: dict) -> None:
     """Write to a staging dir beside ``dest`` and rename it into place: no half-written export."""
-    from adapters.modeling import quiet_loading
+    from adapters.base.quiet import quiet_loading
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -3,7 +3,7 @@
 Sources: a CSV / TSV / JSON lines / JSON / Parquet file (optionally .gz / .bz2), a directory saved
 with datasets' ``save_to_disk`` (Dataset or DatasetDict), a directory of split files (train.*,
 dev.* or validation.*, test.*), an HF hub dataset name, or a ``builtin:`` sample set.
-Used by ``adapters.data.load_splits``; tables are ``{column: list}`` dicts or ``datasets.Dataset``
+Used by ``adapters.data.splits.load_splits``; tables are ``{column: list}`` dicts or ``datasets.Dataset``
 objects (those are only materialized after the needed columns are picked).
 """
 
@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from adapters.datasets_builtin import BUILTINS, PREFIX, is_builtin, load_builtin
+from adapters.data.builtin import BUILTINS, PREFIX, is_builtin, load_builtin
 from adapters.errors import DataError
 
 Table = dict[str, list]

@@ -10,7 +10,7 @@ import os
 import signal
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,12 +43,12 @@ class ServeConfig(BaseModel):
     adapters: list[str] = Field(default_factory=list, description="store refs to preload")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: Optional[str] = None
-    allowed_hosts: Optional[list[str]] = Field(
+    api_key: str | None = None
+    allowed_hosts: list[str] | None = Field(
         None, description="Host header values answered; default: loopback names when bound to a loopback "
         "address, else any; ['*']: any")
-    store: Optional[str] = None
-    served_name: Optional[str] = None
+    store: str | None = None
+    served_name: str | None = None
     max_adapters: int = Field(64, ge=1)
     max_bytes: int = Field(2**30, ge=1)
     log_level: str = "info"
@@ -85,7 +85,7 @@ def check_before_loading(cfg: ServeConfig) -> None:
     import socket
 
     from adapters.api import adapter_dir
-    from adapters.bases import check_base
+    from adapters.base.resolve import check_base
     from adapters.errors import UsageError
     from adapters_store.errors import StoreError
 
@@ -133,33 +133,33 @@ def build(cfg: ServeConfig):
 
 
 def serve(
-    base: Optional[str] = typer.Option(None, "--base", help="Base model: a built-in name, a directory or an HF id."),
+    base: str | None = typer.Option(None, "--base", help="Base model: a built-in name, a directory or an HF id."),
     adapter: list[str] = typer.Option([], "--adapter", "-a", help="A store ref to preload (repeatable)."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="4bit | 8bit | none (default 4bit)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (default auto)."),
-    compute_dtype: Optional[str] = typer.Option(None, "--compute-dtype",
+    quant: str | None = typer.Option(None, "--quant", help="4bit | 8bit | none (default 4bit)."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (default auto)."),
+    compute_dtype: str | None = typer.Option(None, "--compute-dtype",
                                                 help="auto | float32 | bfloat16 | float16 (default auto: "
                                                 "the fastest measured for the device)."),
-    host: Optional[str] = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY", show_envvar=True,
+    host: str | None = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 8000)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY", show_envvar=True,
                                           help="Require 'Authorization: Bearer KEY' on /v1."),
-    config: Optional[Path] = typer.Option(None, "--config", help="A serve config (YAML)."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
+    config: Path | None = typer.Option(None, "--config", help="A serve config (YAML)."),
+    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
                                          "the user data dir).", show_default=False),
-    served_name: Optional[str] = typer.Option(None, "--served-name", help="The base's model name in the API."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens one completion may generate."),
-    max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", help="Longest prompt in tokens."),
-    max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="Rows per engine call."),
-    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="How long a batch waits to fill."),
-    max_queue: Optional[int] = typer.Option(None, "--max-queue", help="Rows waiting before 503s."),
-    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes",
+    served_name: str | None = typer.Option(None, "--served-name", help="The base's model name in the API."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Most tokens one completion may generate."),
+    max_prompt_tokens: int | None = typer.Option(None, "--max-prompt-tokens", help="Longest prompt in tokens."),
+    max_batch_size: int | None = typer.Option(None, "--max-batch-size", help="Rows per engine call."),
+    max_wait_ms: float | None = typer.Option(None, "--max-wait-ms", help="How long a batch waits to fill."),
+    max_queue: int | None = typer.Option(None, "--max-queue", help="Rows waiting before 503s."),
+    max_body_bytes: int | None = typer.Option(None, "--max-body-bytes",
                                                  help="Largest request body in bytes; beyond: 413 (default 4 MiB)."),
-    allowed_hosts: Optional[str] = typer.Option(
+    allowed_hosts: str | None = typer.Option(
         None, "--allowed-hosts", help="Comma-separated Host header values to answer (e.g. "
         "'localhost,my-box.lan', '*.example.org', or '*' for any). Default: only localhost, 127.0.0.1 and [::1] "
         "when bound to a loopback address (a guard against DNS rebinding), any otherwise."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default info)."),
+    log_level: str | None = typer.Option(None, "--log-level", help="uvicorn log level (default info)."),
 ) -> None:
     """Serve adapters over an OpenAI-compatible HTTP API (one resident base, many adapters)."""
     import uvicorn

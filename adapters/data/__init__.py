@@ -1,0 +1,2 @@
+"""Training data: reading a source (``sources``, ``builtin``), cutting and checking the
+train/dev/test splits (``splits``), and tokenizing and batching them (``batching``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from adapters.artifact import adapter_dir, store_ref
 from adapters.config import TrainConfig, load_config
 
 
@@ -35,28 +36,28 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     cfg = _as_config(config, overrides)
     _check_before_loading(cfg)
 
-    from adapters.training.runs import runs_dir
-    from adapters.training.trainer import Trainer, new_run_id  # torch: after the quick checks
+    from adapters.training.runs import new_run_id, runs_dir
+    from adapters.training.trainer import Trainer  # torch: after the quick checks
 
     run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / new_run_id(cfg.name)
     output = Path(output) if output else run_dir / "adapter"
     init_from, parent = None, None
     if cfg.init_from:
+        # The parent as the lineage records it: its canonical store ref, or outside the store its
+        # absolute path (the store records the same value: it reads the lineage file).
         init_from = adapter_dir(cfg.init_from, store_root)
-        parent = _store_ref(cfg.init_from, store_root)
+        parent = store_ref(cfg.init_from, store_root) or str(init_from.resolve())
     if progress is None:
         from rich.console import Console
 
         console = Console()
         progress = console.is_terminal or console.is_jupyter
     trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from,
-                      callback=callback)
+                      parent=parent, callback=callback)
     if not store:
         return trainer.run()
-    recorded_parent = parent or (str(init_from) if init_from else None)
 
     def keep(result) -> None:
-        result.lineage["parent"] = recorded_parent
         try:
             version = _put(result, cfg.name, store_root)
         except Exception as exc:
@@ -81,9 +82,8 @@ def _check_before_loading(cfg: TrainConfig) -> None:
 def _put(result, name: str, store_root):
     from adapters_store import Store
 
-    with Store(store_root) as s:
-        return s.put(result.output_dir, name, lineage=result.lineage, metrics=result.metrics,
-                     parent=result.lineage["parent"], run_id=result.run_id)
+    with Store(store_root) as s:  # lineage, metrics, parent and run id: from the adapter's lineage file
+        return s.put(result.output_dir, name)
 
 
 def _not_stored(result, name: str, exc: Exception) -> Exception:
@@ -131,24 +131,3 @@ def export_merged(adapter: str | Path, dest: str | Path, *, store_root: str | Pa
     from adapters.combine.export_merged import export_merged as _export
 
     return _export(adapter, dest, store_root=store_root)
-
-
-def adapter_dir(adapter: str | Path, store_root: str | Path | None = None) -> Path:
-    """The directory of an adapter given as a path or a store ref; stored files are re-hashed
-    first, so a corrupted adapter is refused naming the file."""
-    path = Path(adapter).expanduser()
-    if path.is_dir():
-        return path
-    from adapters_store import Store
-
-    with Store(store_root, create=False) as s:  # reading: a mistyped store is not made here
-        return s.check(str(adapter)).path
-
-
-def _store_ref(adapter: str | Path, store_root: str | Path | None) -> str | None:
-    if Path(adapter).expanduser().is_dir():
-        return None
-    from adapters_store import Store
-
-    with Store(store_root) as s:
-        return s.resolve(str(adapter)).ref

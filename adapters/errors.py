@@ -38,3 +38,8 @@ class DeviceError(UsageError, RuntimeError):
 
 class MethodError(UsageError, ValueError):
     """An adapter method that cannot work with the chosen options."""
+
+
+class BaseMismatchError(UsageError):
+    """An adapter loaded on another base than the one it was trained on: other weights (the
+    recorded fingerprint differs), other sizes or other module names."""

@@ -2,103 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from adapters.artifact import AdapterMeta
+from adapters.artifact import check_base as check_adapter_base
 from adapters.base.device import plan_device
 from adapters.base.loading import load_base_model, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
-from adapters.errors import UsageError
-
-TASK_FROM_PEFT = {"SEQ_CLS": "classification", "CAUSAL_LM": "causal-lm", "TOKEN_CLS": "token-classification"}
-
-
-WEIGHTS_FILE = "adapter_model.safetensors"
-PICKLE_FILE = "adapter_model.bin"
-
-
-class BaseMismatchError(UsageError):
-    """The adapter was trained on other base weights than the ones being loaded."""
-
-
-class PickledAdapterError(UsageError):
-    """An adapter whose weights exist only as a pickle, which is never loaded."""
-
-
-def check_weights(adapter_dir: Path) -> Path:
-    """The adapter's safetensors weights file. Pickled weights (``adapter_model.bin``) are
-    refused: unpickling can run code from the file, and even torch's restricted loader is one
-    bug away from doing so. Converting is the owner's one-off step, somewhere they trust."""
-    adapter_dir = Path(adapter_dir)
-    weights = adapter_dir / WEIGHTS_FILE
-    if weights.is_file():
-        return weights
-    if (adapter_dir / PICKLE_FILE).is_file():
-        raise PickledAdapterError(
-            f"adapter {adapter_dir} has its weights only as a pickle ({PICKLE_FILE}); a pickle can run "
-            "arbitrary code when loaded, so it is not loaded",
-            "convert it once, where you trust the file: load the adapter with peft there and save it with "
-            f"model.save_pretrained(dir, safe_serialization=True), which writes {WEIGHTS_FILE}; or "
-            "`adapters import DIR --name NAME --allow-pickle` converts plain tensors into the store")
-    raise UsageError(f"adapter {adapter_dir} has no {WEIGHTS_FILE}",
-                     "pass a complete adapter directory (peft's save_pretrained writes it)")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", "re-save the adapter (peft's save_pretrained)") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{path} is not a JSON object", "re-save the adapter (peft's save_pretrained)")
-    return value
-
-
-# The output layer of a task head, whose rows are the labels (BERT / Llama / RoBERTa naming).
-HEAD_OUTPUTS = ("classifier.weight", "score.weight", "classifier.out_proj.weight")
-
-
-def head_label_count(adapter_dir: Path) -> int | None:
-    """How many labels an adapter's saved head predicts, from the safetensors header alone (for
-    a PEFT directory that records no label names); None when it saved no recognisable head."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(Path(adapter_dir) / WEIGHTS_FILE), "pt") as weights:
-            for key in weights.keys():
-                plain = key.replace(".modules_to_save.default.", ".").replace(".modules_to_save.", ".")
-                if any(plain == head or plain.endswith("." + head) for head in HEAD_OUTPUTS):
-                    return int(weights.get_slice(key).get_shape()[0])
-    except Exception:  # noqa: BLE001 - a damaged file is reported when the weights are loaded
-        return None
-    return None
-
-
-def read_adapter_metadata(adapter_dir: Path) -> dict:
-    """What we know of an adapter directory: our lineage when present, else what peft recorded.
-    Refuses a directory without loadable weights (see check_weights) before anything is loaded."""
-    adapter_dir = Path(adapter_dir)
-    config_path = adapter_dir / "adapter_config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)",
-                         "pass a directory written by `adapters train --output`, a PEFT directory, or a store ref")
-    peft_config = _read_json(config_path)
-    check_weights(adapter_dir)
-    meta_path = adapter_dir / "adapter_manager.json"
-    lineage = _read_json(meta_path) if meta_path.is_file() else {}
-    labels = (lineage.get("task") or {}).get("labels")
-    label_map = adapter_dir / "label_map.json"
-    if labels is None and label_map.is_file():
-        id2label = _read_json(label_map).get("id2label") or {}
-        labels = [id2label[str(i)] for i in range(len(id2label))]
-    task = (lineage.get("task") or {}).get("kind") or TASK_FROM_PEFT.get(peft_config.get("task_type"), "causal-lm")
-    base = (lineage.get("base") or {}).get("id") or peft_config.get("base_model_name_or_path")
-    num_labels = len(labels) if labels else (head_label_count(adapter_dir) if task != "causal-lm" else None)
-    return {"task": task, "labels": labels, "num_labels": num_labels, "base": base, "quant": lineage.get("quant"),
-            "fingerprint": (lineage.get("base") or {}).get("fingerprint"), "peft": peft_config, "lineage": lineage}
+from adapters.errors import BaseMismatchError, UsageError
 
 
 @dataclass
@@ -172,27 +86,23 @@ def load(base: str | None, adapter: str | Path, quant: str | None = None, device
     """Load ``adapter`` (a directory) onto ``base`` (None: the base it was trained on);
     ``compute_dtype`` of the quantized layers: "auto" (per device) or float32 / bfloat16 / float16."""
     adapter_dir = Path(adapter)
-    meta = read_adapter_metadata(adapter_dir)
-    base_name = base or meta["base"]
+    meta = AdapterMeta.read(adapter_dir)
+    base_name = base or meta.base
     if not base_name:
         raise UsageError(f"{adapter_dir} does not record its base model", "pass the base explicitly")
     resolved = resolve_base(base_name)
-    if check_base and meta["fingerprint"]:
-        actual = weights_fingerprint(resolved.path)
-        if actual and actual != meta["fingerprint"]:
-            raise BaseMismatchError(
-                f"adapter {adapter_dir} was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), "
-                f"but '{base_name}' has other weights ({actual[:19]}…)",
-                f"load it on its own base: adapters.load('{meta['base']}', ...)")
+    if check_base:
+        check_adapter_base(meta, weights_fingerprint(resolved.path), base_name,
+                           hint=f"load it on its own base: adapters.load('{meta.base}', ...)")
     plan = plan_device(device, compute_dtype)
-    tokenizer = load_tokenizer(resolved, meta["task"])
+    tokenizer = load_tokenizer(resolved, meta.task)
     # Without label names the head is built with as many outputs as the saved one has.
-    label_names = meta["labels"] or ([f"LABEL_{i}" for i in range(meta["num_labels"])] if meta["num_labels"] else None)
-    model, _ = load_base_model(resolved, meta["task"], quant or meta["quant"] or "none", plan, label_names,
+    label_names = meta.labels or ([f"LABEL_{i}" for i in range(meta.num_labels)] if meta.num_labels else None)
+    model, _ = load_base_model(resolved, meta.task, quant or meta.quant or "none", plan, label_names,
                                pad_token_id=tokenizer.pad_token_id)
     peft_model = attach_adapter(model, adapter_dir, base_name)
     peft_model.eval()
-    return Loaded(peft_model, tokenizer, meta["task"], meta["labels"], adapter_dir)
+    return Loaded(peft_model, tokenizer, meta.task, meta.labels, adapter_dir)
 
 
 def attach_adapter(model, adapter_dir: Path, base_name: str, is_trainable: bool = False):
@@ -205,7 +115,7 @@ def attach_adapter(model, adapter_dir: Path, base_name: str, is_trainable: bool 
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
         detail = _first_mismatch(str(exc))
-        recorded = read_adapter_metadata(adapter_dir)["base"]
+        recorded = AdapterMeta.read(adapter_dir).base
         raise BaseMismatchError(
             f"adapter {adapter_dir} does not fit base '{base_name}': {detail}",
             (f"load it on the base it was trained for ('{recorded}')" if recorded and recorded != base_name

@@ -231,9 +231,26 @@ class Store(Maintenance):
     def put(self, src_dir: str | os.PathLike, name: str, *, lineage: dict | None = None,
             metrics: dict | None = None, parent: str | None = None,
             run_id: str | None = None) -> Version:
-        """Store the PEFT directory ``src_dir`` as the next version of ``name``."""
+        """Store the PEFT directory ``src_dir`` as the next version of ``name``.
+
+        A directory with its own lineage file (``adapter_manager.json``, written by training and
+        merging) is recorded from it: lineage, and unless given, its metrics, parent and run id.
+        That file travels with the adapter, so the version's record is derived from it rather
+        than passed beside it; a ``lineage`` or ``parent`` that contradicts it is refused."""
         check_name(name)
-        entries, config, _manifest = fs.scan_source(Path(src_dir))
+        src = Path(src_dir)
+        entries, config, _manifest = fs.scan_source(src)
+        own = fs.read_lineage(src)
+        if own is not None:
+            if lineage is not None and lineage != own:
+                raise ValueError(f"{src} has its own lineage ({fs.METADATA_FILE}); pass no other lineage")
+            recorded_parent = own.get("parent")
+            if parent is not None and recorded_parent is not None and parent != recorded_parent:
+                raise ValueError(f"parent {parent!r} contradicts {fs.METADATA_FILE}'s parent {recorded_parent!r}")
+            lineage = own
+            metrics = metrics if metrics is not None else own.get("metrics")
+            parent = parent if parent is not None else recorded_parent
+            run_id = run_id if run_id is not None else own.get("run_id")
         return self._put(entries, config, name, lineage=lineage, metrics=metrics, parent=parent,
                          run_id=run_id)
 

@@ -23,6 +23,11 @@ CHUNK = 1 << 20
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+# What adapter-manager adds beside peft's two files: the lineage (the one copy that travels with
+# the adapter; put() derives a version's recorded lineage, metrics, parent and run from it) and
+# the label names of a classifier head.
+METADATA_FILE = "adapter_manager.json"
+LABEL_MAP_FILE = "label_map.json"
 MANIFEST = "manifest.json"
 MANIFEST_KEY = "store_manifest"  # marks a manifest.json written by this store
 MAX_HEADER = 100 * 1024 * 1024
@@ -310,6 +315,23 @@ def _read_json(path: Path) -> Any:
     except (OSError, ValueError) as exc:
         raise InvalidAdapterDir(f"cannot read {path} as JSON: {exc}",
                                 hint="fix or re-save the file") from None
+
+
+_REWRITE_LINEAGE = "re-save the adapter, or remove the file to store it as a plain PEFT directory"
+
+
+def read_lineage(src: Path) -> dict[str, Any] | None:
+    """The lineage file an adapter directory carries (METADATA_FILE), or None without one."""
+    path = Path(src) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidAdapterDir(f"{path} is not valid JSON: {exc}", hint=_REWRITE_LINEAGE) from None
+    if not isinstance(value, dict):
+        raise InvalidAdapterDir(f"{path} is not a JSON object", hint=_REWRITE_LINEAGE)
+    return value
 
 
 def complete_lineage(lineage: dict[str, Any] | None, config: dict[str, Any]) -> dict[str, Any]:

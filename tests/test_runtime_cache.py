@@ -11,7 +11,7 @@ import pytest
 from test_runtime_support import PROMPTS, gen_adapters, perturb, runtime_root  # noqa: F401
 
 from adapters.errors import UsageError
-from adapters.inference import BaseMismatchError
+from adapters.errors import BaseMismatchError
 from adapters.runtime import FAILED, READY, CacheFullError, Engine, UnknownAdapterError
 
 

@@ -9,7 +9,7 @@ from conftest import tiny_config
 
 import adapters
 from adapters.cli.main import main
-from adapters.inference import BaseMismatchError
+from adapters.errors import BaseMismatchError
 from adapters_store import IntegrityError, Store
 
 
@@ -40,12 +40,32 @@ def test_cli_train_prints_the_ref(tiny_bert, sentiment_csv, tmp_path, capsys):
     assert out["ref"] == "cli-sent@1" and out["digest"].startswith("sha256:")
 
 
+def _parent_copies(version) -> tuple:
+    """The parent as each record of a version says it: the SQLite row, the lineage the store
+    returns, the manifest beside the files, and the adapter's own lineage file."""
+    manifest = json.loads((version.path / "manifest.json").read_text())
+    own = json.loads((version.path / "adapter_manager.json").read_text())
+    return (version.parent, version.lineage["parent"], manifest["parent"], manifest["lineage"]["parent"],
+            own["parent"])
+
+
 def test_init_from_a_ref_records_the_parent(tiny_bert, sentiment_csv):
     adapters.train(tiny_config(tiny_bert, sentiment_csv, name="parent"))
-    child = adapters.train(tiny_config(tiny_bert, sentiment_csv, name="child", init_from="parent@1"))
+    Store().tag("parent@1", "prod")
+    child = adapters.train(tiny_config(tiny_bert, sentiment_csv, name="child", init_from="parent@prod"))
     version = Store().resolve(child.ref)
-    assert version.parent == "parent@1"
-    assert version.lineage["parent"] == "parent@1"
+    # Every copy names the canonical ref, not the alias given nor the parent's folder.
+    assert set(_parent_copies(version)) == {"parent@1"}
+
+
+def test_init_from_a_directory_records_its_absolute_path_everywhere(tiny_bert, sentiment_csv, tmp_path,
+                                                                      monkeypatch):
+    parent = adapters.train(tiny_config(tiny_bert, sentiment_csv, name="outside"), store=False,
+                            output=tmp_path / "outside")
+    monkeypatch.chdir(tmp_path)
+    child = adapters.train(tiny_config(tiny_bert, sentiment_csv, name="child", init_from="outside"))
+    version = Store().resolve(child.ref)
+    assert set(_parent_copies(version)) == {str(parent.output_dir.resolve())}
 
 
 def test_load_refuses_an_adapter_of_another_base(tiny_bert, sentiment_csv, tmp_path):

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.artifact import AdapterMeta, adapter_dir, check_base
 from adapters.errors import UsageError
 
 
@@ -37,23 +38,20 @@ def export_merged(adapter: str | Path, dest: str | Path, *, store_root: str | Pa
                   base: str | None = None) -> MergedExport:
     """Merge ``adapter`` (a store ref or an adapter directory) into its base and save the full model
     (weights, config with labels, tokenizer) to ``dest``, a new or empty directory."""
-    from adapters.api import adapter_dir
-    from adapters.inference import read_adapter_metadata
 
     dest = Path(dest).expanduser()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UsageError(f"{dest} exists and is not an empty directory", "pick a new path or empty it first")
     directory = adapter_dir(adapter, store_root)  # store refs are re-hashed before use
-    meta = read_adapter_metadata(directory)
-    peft_type = str(meta["peft"].get("peft_type", "")).upper()
-    if peft_type != "LORA":
-        raise UsageError(f"{adapter} is a {peft_type or 'non-LoRA'} adapter; only LoRA adapters merge into the "
+    meta = AdapterMeta.read(directory)
+    if meta.method != "lora":
+        raise UsageError(f"{adapter} is a {meta.method or 'non-LoRA'} adapter; only LoRA adapters merge into the "
                          "base's weights (a prefix adds virtual tokens, not a weight change)",
                          "export it as a PEFT directory: adapters export REF DIR (without --merged)")
-    if meta["peft"].get("use_dora"):
+    if meta.peft.get("use_dora"):
         raise UsageError(f"{adapter} is a DoRA adapter, which this export does not merge",
                          "export it as a PEFT directory instead")
-    quant = meta["quant"] or "none"
+    quant = meta.quant or "none"
     model, tokenizer, resolved = _merged_model(directory, meta, quant, base)
     notes = []
     if quant != "none":
@@ -61,13 +59,13 @@ def export_merged(adapter: str | Path, dest: str | Path, *, store_root: str | Pa
                      "adapter merged in float32: never into the quantized weights")
     _save(model, tokenizer, dest, {
         "adapter": str(adapter), "adapter_dir": str(directory), "base": resolved.id,
-        "base_fingerprint": meta["fingerprint"], "quant_before_merge": quant,
-        "dequantized": quant != "none", "dtype": "float32", "task": meta["task"], "labels": meta["labels"]})
-    return MergedExport(dest.resolve(), str(adapter), resolved.id, meta["task"], quant, quant != "none",
+        "base_fingerprint": meta.fingerprint, "quant_before_merge": quant,
+        "dequantized": quant != "none", "dtype": "float32", "task": meta.task, "labels": meta.labels})
+    return MergedExport(dest.resolve(), str(adapter), resolved.id, meta.task, quant, quant != "none",
                         notes=notes)
 
 
-def _merged_model(directory: Path, meta: dict, quant: str, base: str | None):
+def _merged_model(directory: Path, meta: AdapterMeta, quant: str, base: str | None):
     import torch
     from peft import PeftModel
 
@@ -75,21 +73,16 @@ def _merged_model(directory: Path, meta: dict, quant: str, base: str | None):
     from adapters.base.loading import load_base_model, load_tokenizer
     from adapters.base.quiet import quiet_loading
     from adapters.base.resolve import resolve_base, weights_fingerprint
-    from adapters.inference import BaseMismatchError
 
-    name = base or meta["base"]
+    name = base or meta.base
     if not name:
         raise UsageError(f"{directory} does not record its base model", "pass the base with --base")
     resolved = resolve_base(name)
-    actual = weights_fingerprint(resolved.path)
-    if meta["fingerprint"] and actual and actual != meta["fingerprint"]:
-        raise BaseMismatchError(f"the adapter was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), "
-                                f"but '{name}' has other weights ({actual[:19]}…)",
-                                "export it with its own base")
+    check_base(meta, weights_fingerprint(resolved.path), name, hint="export it with its own base")
     # float32 on the CPU whatever the machine: the merged weights are what gets saved.
     plan = DevicePlan("cpu", torch.float32)
-    tokenizer = load_tokenizer(resolved, meta["task"])
-    model, _ = load_base_model(resolved, meta["task"], quant, plan, meta["labels"],
+    tokenizer = load_tokenizer(resolved, meta.task)
+    model, _ = load_base_model(resolved, meta.task, quant, plan, meta.labels,
                                pad_token_id=tokenizer.pad_token_id)
     if quant != "none":
         with quiet_loading():

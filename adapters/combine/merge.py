@@ -25,10 +25,19 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.artifact import (
+    WEIGHTS_FILE,
+    AdapterMeta,
+    build_lineage,
+    check_base,
+    load_tensors,
+    lora_only_config,
+    split_tensors,
+    write_metadata,
+)
 from adapters.errors import UsageError
 
 METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
@@ -67,8 +76,7 @@ class Parent:
     digest: str
     path: Path
     weight: float
-    meta: dict  # read_adapter_metadata(): task, labels, base, quant, fingerprint, peft, lineage
-    method: str = ""  # lora | prefix
+    meta: AdapterMeta
     lora: dict = field(default_factory=dict)  # saved LoRA keys -> tensors
     heads: dict = field(default_factory=dict)  # saved head keys (as in the file) -> tensors
     prefix: object = None  # prompt_embeddings tensor
@@ -97,13 +105,13 @@ def merge(refs: list[str], *, weights: list[float] | None = None, method: str = 
         with tempfile.TemporaryDirectory(prefix="adapters-merge-") as tmp:
             out = Path(tmp) / "merged"
             out.mkdir()
-            if parents[0].method == "lora":
+            if parents[0].meta.method == "lora":
                 details = _merge_lora(parents, method, density, seed, device, out)
             else:
                 details = _merge_prefix(parents, out)
             lineage = _lineage(parents, method, density, seed, details)
-            _write_metadata(out, lineage)
-            version = s.put(out, name, lineage=lineage, parent=parents[0].ref)
+            write_metadata(out, lineage)
+            version = s.put(out, name)  # lineage and parent: from the file just written
     finally:
         if owned:
             s.close()
@@ -144,33 +152,15 @@ def check_options(refs, weights, method, density) -> tuple[list[str], list[float
 
 
 def _read_parent(s, ref: str, weight: float) -> Parent:
-    from adapters.inference import read_adapter_metadata
-
     version = s.check(ref)  # re-hashes the files: a corrupted parent is refused, named
-    meta = read_adapter_metadata(version.path)
-    parent = Parent(version.ref, version.digest, version.path, weight, meta)
-    peft_type = str(meta["peft"].get("peft_type", "")).upper()
-    parent.method = {"LORA": "lora", "PREFIX_TUNING": "prefix"}.get(peft_type, peft_type.lower())
-    if parent.method not in ("lora", "prefix"):
-        raise MergeError(f"{version.ref} is a {peft_type} adapter; merges take LoRA or prefix adapters",
-                         "merge LoRA adapters (any method) or prefix adapters (linear)")
-    for key, tensor in _load_weights(version.path).items():
-        if key == "prompt_embeddings":
-            parent.prefix = tensor
-        elif ".lora_" in key:
-            parent.lora[key] = tensor
-        else:  # a modules_to_save copy: the task head (and BERT's pooler)
-            parent.heads[key] = tensor
-    return parent
-
-
-def _load_weights(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    weights = path / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise MergeError(f"{path} has no adapter_model.safetensors", "store the adapter with safetensors weights")
-    return load_file(str(weights))
+    meta = AdapterMeta.read(version.path)
+    if meta.method not in ("lora", "prefix"):
+        raise MergeError(f"{version.ref} is a {meta.peft.get('peft_type')} adapter; merges take LoRA or prefix "
+                         "adapters", "merge LoRA adapters (any method) or prefix adapters (linear)")
+    tensors = split_tensors(load_tensors(version.path))
+    # modules_to_save copies (the task head, BERT's pooler) are the heads averaged below.
+    return Parent(version.ref, version.digest, version.path, weight, meta, lora=tensors.lora,
+                  heads=tensors.modules, prefix=tensors.prefix)
 
 
 def check_compatible(parents: list[Parent], method: str) -> None:
@@ -184,29 +174,29 @@ def check_compatible(parents: list[Parent], method: str) -> None:
 
     for p in parents[1:]:
         a, b = first.meta, p.meta
-        same_base = (a["fingerprint"] == b["fingerprint"]) if a["fingerprint"] and b["fingerprint"] \
-            else a["base"] == b["base"]
+        same_base = (a.fingerprint == b.fingerprint) if a.fingerprint and b.fingerprint \
+            else a.base == b.base
         if not same_base:
-            raise differ("bases", _base_text(a), _base_text(b), p, "merge adapters trained on the same base")
-        if first.method != p.method:
-            raise differ("methods", first.method, p.method, p,
+            raise differ("bases", a.base_text(), b.base_text(), p, "merge adapters trained on the same base")
+        if first.meta.method != p.meta.method:
+            raise differ("methods", first.meta.method, p.meta.method, p,
                          "LoRA adapters merge with LoRA adapters, prefix adapters with prefix adapters")
-        if a["task"] != b["task"]:
-            raise differ("tasks", a["task"], b["task"], p, "merge adapters of one task")
-        if (a["labels"] or None) != (b["labels"] or None):
-            raise differ("label maps", a["labels"], b["labels"], p,
+        if a.task != b.task:
+            raise differ("tasks", a.task, b.task, p, "merge adapters of one task")
+        if (a.labels or None) != (b.labels or None):
+            raise differ("label maps", a.labels, b.labels, p,
                          "task heads are averaged row by row, so the labels must be the same, in the same order")
-        if (a["quant"] or "none") != (b["quant"] or "none"):
-            raise differ("base quantizations", a["quant"], b["quant"], p,
+        if (a.quant or "none") != (b.quant or "none"):
+            raise differ("base quantizations", a.quant, b.quant, p,
                          "each adapter learned corrections for the base as quantized; merge adapters of one quantization")
         if _shapes(first.heads) != _shapes(p.heads):
             raise differ("task heads", sorted(_shapes(first.heads)) or "none", sorted(_shapes(p.heads)) or "none",
                          p, "merge adapters whose heads are the same modules of the same shapes")
-    if first.method == "prefix":
+    if first.meta.method == "prefix":
         if method != "linear":
             raise MergeError(f"prefix adapters merge with --method linear only, not {method}",
                              "prefixes are averaged; the LoRA methods (cat, svd, ties, dare) need LoRA matrices")
-        shapes = [tuple(p.meta["peft"].get(k) for k in PREFIX_SHAPE_KEYS) for p in parents]
+        shapes = [tuple(p.meta.peft.get(k) for k in PREFIX_SHAPE_KEYS) for p in parents]
         for p, shape in zip(parents[1:], shapes[1:]):
             if shape != shapes[0] or tuple(p.prefix.shape) != tuple(first.prefix.shape):
                 raise differ("prefix shapes", dict(zip(PREFIX_SHAPE_KEYS, shapes[0])),
@@ -214,23 +204,18 @@ def check_compatible(parents: list[Parent], method: str) -> None:
                              "prefixes are averaged, so they need the same virtual tokens, layers and heads")
         return
     for p in parents:
-        cfg = p.meta["peft"]
+        cfg = p.meta.peft
         if cfg.get("use_dora") or cfg.get("target_parameters"):
             raise MergeError(f"{p.ref} is a DoRA / parameter-targeting LoRA, which peft cannot merge",
                              "merge plain LoRA adapters")
-    ranks = {p.ref: _max_rank(p.meta["peft"]) for p in parents}
+    ranks = {p.ref: _max_rank(p.meta.peft) for p in parents}
     if method in SAME_RANK_METHODS and len(set(ranks.values())) > 1:
         raise MergeError(f"method {method} needs adapters of one LoRA rank; the ranks are {ranks}",
                          "use --method cat or svd, which merge adapters of different ranks")
-    kinds = {p.ref: isinstance(p.meta["peft"].get("target_modules"), str) for p in parents}
+    kinds = {p.ref: isinstance(p.meta.peft.get("target_modules"), str) for p in parents}
     if len(set(kinds.values())) > 1:
         raise MergeError("cannot merge adapters whose target_modules are a regex in some and a list in others",
                          "train the adapters with target_modules of the same form")
-
-
-def _base_text(meta: dict) -> str:
-    fp = meta["fingerprint"]
-    return f"'{meta['base']}'" + (f" ({fp[:19]}…)" if fp else "")
 
 
 def _shapes(tensors: dict) -> dict:
@@ -281,7 +266,6 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     from safetensors.torch import save_file
 
     from adapters.base.quiet import quiet_loading
-    from adapters.runtime.files import lora_only_config
 
     model = _load_base(parents[0], device)
     names = [f"merge_in_{i}" for i in range(len(parents))]
@@ -289,7 +273,7 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     with quiet_loading():
         for name, p in zip(names, parents):
             # No heads (peft refuses to merge modules_to_save) and no task wrappers around the base.
-            config = lora_only_config(p.meta["peft"])
+            config = lora_only_config(p.meta.peft)
             if peft is None:
                 peft = get_peft_model(model, config, adapter_name=name)
             else:
@@ -314,10 +298,10 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     heads, head_info = _merged_heads(parents)
     tensors.update(heads)
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
 
     config = copy.deepcopy(peft.peft_config[MERGED])
-    first = parents[0].meta["peft"]
+    first = parents[0].meta.peft
     config.modules_to_save = first.get("modules_to_save")
     config.exclude_modules = first.get("exclude_modules")
     config.task_type = first.get("task_type")
@@ -335,19 +319,15 @@ def _load_base(parent: Parent, device: str):
     from adapters.base.device import plan_device
     from adapters.base.loading import load_base_model
     from adapters.base.resolve import resolve_base, weights_fingerprint
-    from adapters.inference import BaseMismatchError
 
     meta = parent.meta
-    if not meta["base"]:
+    if not meta.base:
         raise MergeError(f"{parent.ref} does not record its base model", "store it with its lineage")
-    resolved = resolve_base(meta["base"])
-    actual = weights_fingerprint(resolved.path)
-    if meta["fingerprint"] and actual and actual != meta["fingerprint"]:
-        raise BaseMismatchError(f"{parent.ref} was trained on other weights than '{meta['base']}' has now "
-                                f"({meta['fingerprint'][:19]}… vs {actual[:19]}…)",
-                                "merge on the machine that has the adapter's base")
-    model, _ = load_base_model(resolved, meta["task"], meta["quant"] or "none", plan_device(device),
-                               meta["labels"])
+    resolved = resolve_base(meta.base)
+    check_base(meta, weights_fingerprint(resolved.path), meta.base, shown=parent.ref,
+               hint="merge on the machine that has the adapter's base")
+    model, _ = load_base_model(resolved, meta.task, meta.quant or "none", plan_device(device),
+                               meta.labels)
     model.eval()
     return model
 
@@ -360,8 +340,8 @@ def _merge_prefix(parents: list[Parent], out: Path) -> dict:
     tensors = {"prompt_embeddings": average([p.prefix for p in parents], weights)}
     heads, head_info = _merged_heads(parents)
     tensors.update(heads)
-    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
-    config = dict(parents[0].meta["peft"])
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = dict(parents[0].meta.peft)
     # The stored prompt_embeddings are the final keys/values (peft saves a projection's output),
     # so the merged prefix is a plain embedding: no projection to rebuild on load.
     config.update(prefix_projection=False, inference_mode=True)
@@ -371,38 +351,18 @@ def _merge_prefix(parents: list[Parent], out: Path) -> dict:
 
 
 def _lineage(parents: list[Parent], method: str, density: float | None, seed: int, details: dict) -> dict:
-    from adapters.training.runs import library_versions
-
-    first = parents[0].meta["lineage"]
-    meta = parents[0].meta
+    first = parents[0].meta
     record = {"method": method, "density": density,
               "parents": [{"ref": p.ref, "digest": p.digest, "weight": p.weight} for p in parents]}
     if method.startswith("dare"):
         record["seed"] = seed
-    if parents[0].method == "lora":
+    if first.method == "lora":
         record["arithmetic"] = "peft add_weighted_adapter"
     else:
         record["arithmetic"] = "weighted average of the prefixes' virtual keys/values"
         record["prefix_weights"] = details["prefix_weights"]
     if details["head"]:
         record["head"] = details["head"]
-    base = first.get("base") or {"id": meta["base"], "fingerprint": meta["fingerprint"]}
-    return {
-        "base": base,
-        "quant": meta["quant"],
-        "method": {"kind": parents[0].method, "config": details["method_config"]},
-        "task": {"kind": meta["task"], "labels": meta["labels"]},
-        "merge": record,
-        "parent": parents[0].ref,
-        "libraries": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def _write_metadata(out: Path, lineage: dict) -> None:
-    # The file adapters.load and the runtime read lineage from (as the trainer writes it).
-    (out / "adapter_manager.json").write_text(json.dumps(lineage, indent=2, default=str))
-    labels = lineage["task"]["labels"]
-    if labels:
-        (out / "label_map.json").write_text(json.dumps(
-            {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}, indent=2))
+    base = first.lineage.get("base") or {"id": first.base, "fingerprint": first.fingerprint}
+    return build_lineage(base=base, quant=first.quant, method=first.method, method_config=details["method_config"],
+                         task=first.task, labels=first.labels, parent=parents[0].ref, merge=record)

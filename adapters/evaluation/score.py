@@ -9,32 +9,33 @@ from adapters.data import batching as B
 from adapters.data import splits as D
 from adapters.errors import UsageError
 from adapters.evaluation.loop import evaluate
-from adapters.inference import load, read_adapter_metadata
+from adapters.inference import load
+from adapters.tasks import TASKS
 
 
 def score_adapter(adapter: str | Path, data: str | None = None, split: str = "test",
                   overrides: list[str] | None = None, base: str | None = None,
                   store_root: str | Path | None = None) -> dict:
-    from adapters.api import adapter_dir
+    from adapters.artifact import AdapterMeta, adapter_dir
 
     directory = adapter_dir(adapter, store_root)
-    meta = read_adapter_metadata(directory)
-    raw = dict(meta["lineage"].get("training") or {})
+    meta = AdapterMeta.read(directory)
+    raw = dict(meta.lineage.get("training") or {})
     if not raw:
         if data is None:
             raise UsageError(f"{adapter} records no training data", "pass --data and the column mapping with --set")
-        raw = {"name": "eval", "base": base or meta["base"] or "unknown", "task": meta["task"], "data": {"source": data}}
+        raw = {"name": "eval", "base": base or meta.base or "unknown", "task": meta.task, "data": {"source": data}}
     raw.setdefault("data", {})
     if data is not None:
         raw["data"] = {**raw["data"], "source": data}
     raw = apply_overrides(raw, overrides or [])
-    if meta["labels"]:
+    if meta.labels:
         # Score with the adapter's own label ids, whatever order the new data would discover.
-        raw["data"]["labels"] = meta["labels"]
+        raw["data"]["labels"] = meta.labels
     cfg = validate(raw, "eval settings")
-    labels = meta["labels"]
-    if meta["task"] != "causal-lm" and not labels:
-        labels = _name_outputs(adapter, meta["num_labels"], cfg.data.labels)
+    labels = meta.labels
+    if not TASKS[meta.task].generative and not labels:
+        labels = _name_outputs(adapter, meta.num_labels, cfg.data.labels)
     splits = D.load_splits(cfg.data, cfg.task, adapter_labels=bool(labels))  # bad data: before loading
     loaded = load(base, directory)
     loaded.tokenizer.padding_side = "right"

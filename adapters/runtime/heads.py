@@ -17,7 +17,7 @@ from torch import nn
 
 from adapters.base.quiet import quiet_loading
 from adapters.errors import UsageError
-from adapters.inference import BaseMismatchError
+from adapters.errors import BaseMismatchError
 
 
 class _Replay(nn.Module):

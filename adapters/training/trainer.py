@@ -13,27 +13,25 @@ import random
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from adapters.artifact import AdapterMeta, build_lineage, check_output_dir, save_adapter
 from adapters.base.device import plan_device
-from adapters.base.loading import check_task_fits, load_base_model, load_config, load_tokenizer
+from adapters.base.loading import load_base_model, load_config, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
-from adapters.config import TrainConfig, to_yaml
+from adapters.config import TrainConfig
 from adapters.data import batching as B
 from adapters.data import splits as D
 from adapters.errors import ConfigError, UsageError
 from adapters.evaluation.loop import evaluate
 from adapters.evaluation.metrics import METRIC_DIRECTIONS
+from adapters.tasks import TASKS
 from adapters.training.methods import attach
-from adapters.training.runs import RunLog, library_versions
-
-METADATA_FILE = "adapter_manager.json"
-
+from adapters.training.runs import EVENTS_FILE, RunLog
 
 @dataclass
 class TrainResult:
@@ -144,9 +142,7 @@ def check_metric(cfg: TrainConfig) -> None:
     stopping = cfg.training.early_stopping
     if stopping is None:
         return
-    allowed = {"classification": ["accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss"],
-               "causal-lm": ["loss", "perplexity"],
-               "token-classification": ["f1", "precision", "recall", "loss"]}[cfg.task]
+    allowed = TASKS[cfg.task].stopping_metrics
     if stopping.metric not in allowed:
         raise ConfigError(f"training.early_stopping.metric '{stopping.metric}' is not reported for task {cfg.task}",
                           "choose one of: " + ", ".join(allowed))
@@ -160,9 +156,13 @@ class Trainer:
     """Holds one run's state so the loop below reads top to bottom."""
 
     def __init__(self, cfg: TrainConfig, output_dir: Path, run_dir: Path, resume: bool = False,
-                 progress: bool = True, init_from: str | None = None, callback=None):
+                 progress: bool = True, init_from: str | None = None, parent: str | None = None,
+                 callback=None):
+        """``init_from``: the directory of the adapter to continue; ``parent``: how the lineage
+        names it (its store ref; by default the directory's absolute path)."""
         self.cfg, self.output_dir, self.run_dir = cfg, Path(output_dir), Path(run_dir)
         self.resume, self.show_progress, self.init_from = resume, progress, init_from or cfg.init_from
+        self.parent = parent or (str(Path(self.init_from).resolve()) if self.init_from else None)
         self.callback = callback  # gets every run-log event as it is written
         check_metric(cfg)
 
@@ -171,11 +171,11 @@ class Trainer:
         cfg = self.cfg
         from accelerate import Accelerator
 
+        check_output_dir(self.output_dir)  # before hours of training, not at the end
         self.plan = plan_device(cfg.device, cfg.compute_dtype)
         set_seed(cfg.training.seed)
         self.base = resolve_base(cfg.base)
-        model_config = load_config(self.base)
-        check_task_fits(model_config, cfg.task)
+        model_config = load_config(self.base, cfg.task)  # checked to fit the task: before the data
         self.fingerprint = weights_fingerprint(self.base.path)
         parent = Path(self.init_from) if self.init_from else None
         shown = cfg.init_from or str(self.init_from)
@@ -184,17 +184,8 @@ class Trainer:
         self.splits = D.load_splits(cfg.data, cfg.task)
         if parent:
             check_parent_fits(parent, cfg, self.fingerprint, self.splits.label_names, shown)
-        if cfg.task == "classification":
-            present = [label for label, n in self.splits.class_balance.get("train", {}).items() if n]
-            if len(present) < 2:
-                raise UsageError(f"the training split has only one class ({', '.join(present) or 'none'})",
-                                 "a classifier needs at least two labels: check data.label_column and data.labels")
         self.tokenizer = load_tokenizer(self.base, cfg.task)
         self.tokenized = B.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
-        for split in ("train", "dev"):
-            if len(self.tokenized[split]) == 0:
-                raise UsageError(f"the {split} split is empty after tokenization",
-                                 "raise data.max_length or check the data")
         self.collator = B.Collator(self.tokenizer, cfg.task)
         model, heads = load_base_model(self.base, cfg.task, cfg.quant, self.plan, self.splits.label_names,
                                        config=model_config, pad_token_id=self.tokenizer.pad_token_id)
@@ -289,7 +280,7 @@ class Trainer:
 
         ``keep`` (storing the adapter) runs once the adapter is written and before the log says
         ``finished``: a run whose result could not be kept ends as failed, never as finished."""
-        run_id, events = self.run_dir.name, self.run_dir / "events.jsonl"
+        run_id, events = self.run_dir.name, self.run_dir / EVENTS_FILE
         try:
             self.prepare()
         except UsageError:
@@ -381,8 +372,7 @@ class Trainer:
     def _after_eval(self, log: RunLog, state: dict, stopping, end_of_epoch: bool) -> bool:
         """Evaluate on dev, keep the best adapter weights, checkpoint, and say whether to stop."""
         metrics = self._evaluate("dev")
-        metric = stopping.metric if stopping else ("f1_macro" if self.cfg.task == "classification"
-                                                   else "f1" if self.cfg.task == "token-classification" else "loss")
+        metric = stopping.metric if stopping else TASKS[self.cfg.task].default_metric
         mode = stopping.mode if stopping else METRIC_DIRECTIONS.get(metric, "max")
         value = metrics.get(metric)
         improved = state["best"] is None or (value is not None and (value > state["best"] if mode == "max" else value < state["best"]))
@@ -416,25 +406,16 @@ class Trainer:
 
     def lineage(self, run_id: str, metrics: dict) -> dict:
         cfg = self.cfg
-        method_config = cfg.lora.model_dump() if cfg.method == "lora" else cfg.prefix.model_dump()
-        return {
-            "base": {"id": self.base.id, "revision": self.base.revision,
-                     "fingerprint": self.fingerprint,
-                     "model_type": self.accelerator.unwrap_model(self.model).config.model_type},
-            "quant": cfg.quant,
-            "method": {"kind": cfg.method, "config": method_config},
-            "task": {"kind": cfg.task, "labels": self.splits.label_names},
-            "data": {"source": self.splits.source, "fingerprint": self.splits.fingerprint,
-                     "columns": self.splits.columns, "sizes": self.splits.sizes,
-                     "class_balance": self.splits.class_balance},
-            "training": cfg.model_dump(mode="json"),
-            "metrics": metrics,
-            "libraries": library_versions(),
-            "parent": self.init_from,
-            "run_id": run_id,
-            "device": self.plan.device,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        method_config = getattr(cfg, cfg.method).model_dump()
+        base = {"id": self.base.id, "revision": self.base.revision, "fingerprint": self.fingerprint,
+                "model_type": self.accelerator.unwrap_model(self.model).config.model_type}
+        splits = self.splits
+        return build_lineage(
+            base=base, quant=cfg.quant, method=cfg.method, method_config=method_config, task=cfg.task,
+            labels=splits.label_names, parent=self.parent,
+            data={"source": splits.source, "fingerprint": splits.fingerprint, "columns": splits.columns,
+                  "sizes": splits.sizes, "class_balance": splits.class_balance},
+            training=cfg.model_dump(mode="json"), metrics=metrics, run_id=run_id, device=self.plan.device)
 
 
 def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
@@ -443,27 +424,24 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
     cannot continue: another method, task, base, or (unless ``label_names`` is None) label set.
     peft and torch would each fail later with a different low-level error, or (labels in another
     order) not fail at all."""
-    from adapters.inference import read_adapter_metadata
-
     if not (parent / "adapter_config.json").is_file():
         raise UsageError(f"init_from: {shown} is not an adapter directory",
                          "pass a directory with adapter_config.json, or a store ref")
-    meta = read_adapter_metadata(parent)
-    peft_type = meta["peft"].get("peft_type")
-    method = {"LORA": "lora", "PREFIX_TUNING": "prefix"}.get(peft_type, str(peft_type).lower())
+    meta = AdapterMeta.read(parent)
     problems, fixes = [], []
-    if method != cfg.method:
-        problems.append(f"it is a {method} adapter, the config asks for {cfg.method}")
-        fixes.append(f"method: {method}")
-    if meta["task"] != cfg.task:
+    if meta.method != cfg.method:
+        problems.append(f"it is a {meta.method} adapter, the config asks for {cfg.method}")
+        fixes.append(f"method: {meta.method}")
+    if meta.task != cfg.task:
         problems.append(f"it is a {meta['task']} adapter, the config's task is {cfg.task}")
         fixes.append(f"task: {meta['task']}")
-    if meta["fingerprint"] and fingerprint and meta["fingerprint"] != fingerprint:
+    if meta.fingerprint and fingerprint and meta.fingerprint != fingerprint:
         problems.append(f"it was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), the config's "
                         f"base '{cfg.base}' has other weights ({fingerprint[:19]}…)")
         fixes.append(f"base: {meta['base']}")
-    parent_labels = meta["labels"]
-    if cfg.task == meta["task"] != "causal-lm" and parent_labels is not None and label_names is not None \
+    parent_labels = meta.labels
+    labelled = not TASKS[cfg.task].generative
+    if cfg.task == meta.task and labelled and parent_labels is not None and label_names is not None \
             and list(parent_labels) != list(label_names):
         def listed(names):
             return ", ".join(map(repr, names))
@@ -474,8 +452,8 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
             problems.append(f"it knows {len(parent_labels)} labels ({listed(parent_labels)}), this data has "
                             f"{len(label_names)} ({listed(label_names)})")
         fixes.append("data.labels: [" + ", ".join(parent_labels) + "] (rows of other labels are left out)")
-    elif cfg.task == meta["task"] != "causal-lm" and parent_labels is None and meta["num_labels"] \
-            and label_names is not None and meta["num_labels"] != len(label_names):
+    elif cfg.task == meta.task and labelled and parent_labels is None and meta.num_labels \
+            and label_names is not None and meta.num_labels != len(label_names):
         problems.append(f"its head has {meta['num_labels']} outputs, this data has {len(label_names)} labels")
         fixes.append(f"data.labels: the {meta['num_labels']} labels it was trained on, in its output order")
     if problems:
@@ -501,31 +479,3 @@ def _log_end(log: RunLog, exc: BaseException, **fields) -> None:
 
 def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def save_adapter(model, output_dir: Path, lineage: dict) -> None:
-    """A plain PEFT directory (adapter_config.json, adapter_model.safetensors with the task head)
-    plus our metadata, written to a staging dir and renamed so no half-written adapter is seen."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "adapter_config.json").is_file():
-        raise UsageError(f"output directory {output_dir} exists and is not an adapter directory",
-                         "choose an empty or new --output directory")
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        (staging / METADATA_FILE).write_text(json.dumps(lineage, indent=2, default=str))
-        labels = lineage["task"]["labels"]
-        if labels:
-            (staging / "label_map.json").write_text(json.dumps(
-                {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}, indent=2))
-        (staging / "training_config.yaml").write_text(to_yaml(TrainConfig.model_validate(lineage["training"])))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def new_run_id(name: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{uuid.uuid4().hex[:6]}"

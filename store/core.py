@@ -242,7 +242,7 @@ class Store(Maintenance):
         entries, config, _manifest = fs.scan_source(src)
         own = fs.read_lineage(src)
         if own is not None:
-            if lineage is not None and lineage != own:
+            if lineage is not None and json.loads(_json(lineage, "lineage")) != own:
                 raise ValueError(f"{src} has its own lineage ({fs.METADATA_FILE}); pass no other lineage")
             recorded_parent = own.get("parent")
             if parent is not None and recorded_parent is not None and parent != recorded_parent:

@@ -10,13 +10,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Select, SelectionList, Static
 
+from adapters.api import DENSITY_METHODS, MERGE_METHODS  # torch-free: the merge code loads torch when run
 from adapters_store import Version
 from adapters_tui.store_modals import _Dialog
 from adapters_tui.widgets import TextField
-
-# adapters.combine.merge.METHODS; repeated here because importing that module loads torch.
-MERGE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
-DENSITY_METHODS = ("ties", "dare_linear", "dare_ties")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from adapters.artifact import (
 )
 from adapters.errors import UsageError
 
-METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
+MERGE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties")
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties")
 DEFAULT_DENSITY = 0.5
 # peft's linear/ties/dare weight each parent's A and B by sqrt(weight * scaling): a negative
@@ -125,8 +125,8 @@ def check_options(refs, weights, method, density) -> tuple[list[str], list[float
     if len(refs) < 2:
         raise MergeError(f"a merge needs at least two adapters, got {len(refs)}",
                          "pass two or more refs, e.g. adapters merge a@1 b@2 --name ab")
-    if method not in METHODS:
-        raise MergeError(f"unknown merge method {method!r}", f"use one of {', '.join(METHODS)}")
+    if method not in MERGE_METHODS:
+        raise MergeError(f"unknown merge method {method!r}", f"use one of {', '.join(MERGE_METHODS)}")
     if weights is None:
         weights = [1.0 / len(refs)] * len(refs)
     weights = [float(w) for w in weights]

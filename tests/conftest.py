@@ -15,6 +15,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The fixtures of the shared helpers (tests/support), registered once for every test module. They
+# load after the settings above, and import torch only when a fixture or helper runs.
+pytest_plugins = ["support.runtime", "support.merge", "support.server", "support.tui"]
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -125,25 +129,6 @@ def chat_jsonl(tmp_path_factory) -> Path:
              ("where did john fly?", "john flew from london to paris")] * 20
     path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs))
     return path
-
-
-def tiny_config(base: Path | str, data: Path | str, /, **over) -> dict:
-    """A small training config as a mapping; keyword overrides merge one level deep."""
-    cfg = {
-        "name": "tiny",
-        "base": str(base),
-        "task": "classification",
-        "method": "lora",
-        "quant": "none",
-        "data": {"source": str(data), "text_column": "review", "label_column": "sentiment", "max_length": 64},
-        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 5e-3, "log_every": 2, "seed": 0},
-    }
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
 from adapters.cli.main import main
+
+from support.config import tiny_config
 
 
 def _write_config(tmp_path: Path, cfg: dict) -> Path:

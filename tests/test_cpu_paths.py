@@ -12,8 +12,6 @@ import bitsandbytes.nn.modules as bnb_modules
 import pytest
 import torch
 from bitsandbytes.nn import Linear4bit
-from conftest import tiny_config
-from test_runtime_support import bert_cls_adapters, runtime_root  # noqa: F401 - fixtures
 
 import adapters
 from adapters.base import device as quant
@@ -22,6 +20,8 @@ from adapters.base.loading import load_base_model
 from adapters.base.resolve import resolve_base
 from adapters.runtime import Engine
 from adapters.training.runs import read_events
+
+from support.config import tiny_config
 
 
 @pytest.fixture

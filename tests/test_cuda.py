@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
-from test_runtime_support import (  # noqa: F401
-    PROMPTS,
-    bert_cls_adapters,
-    gen_adapters,
-    reference_classify,
-    reference_generate,
-    runtime_root,
-)
 
 from adapters.runtime import Engine
+
+from support.config import tiny_config
+from support.runtime import PROMPTS, reference_classify, reference_generate
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 BF16_TOL = 2e-2

@@ -1,10 +1,11 @@
 """The public Engine API resolves store refs and agrees with adapters.load, adapter by adapter."""
 
 import pytest
-from conftest import tiny_config
 
 import adapters
 from adapters.runtime import UnknownAdapterError
+
+from support.config import tiny_config
 
 
 def test_engine_serves_stored_refs_like_load(tiny_bert, sentiment_csv):

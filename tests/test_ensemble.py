@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_merge_support import (  # noqa: F401 - fixtures
-    bert_classifiers,
-    gen_loras,
-    llama_classifier,
-    merge_root,
-    stored,
-)
 
 import adapters
 from adapters.runtime import UnknownAdapterError
 from adapters.runtime.ensemble import EnsembleError, ensemble_ref, parse
+
+from support.merge import stored
 
 TEXTS = ["a gripping, beautifully acted film", "a dull mess", "john flew to paris", "fine"]
 PROMPTS = ["what is your favourite food?", "hello", "where did john fly?"]

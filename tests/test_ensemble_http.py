@@ -7,14 +7,9 @@ import json
 
 import httpx
 import pytest
-from test_merge_support import (  # noqa: F401 - fixtures
-    gen_loras,
-    llama_classifier,
-    llama_prefix_classifier,
-    merge_root,
-    stored,
-)
-from test_server_support import API_KEY, serve_in_thread
+
+from support.merge import stored
+from support.server import API_KEY, serve_in_thread
 
 pytestmark = pytest.mark.timeout(180)
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}

@@ -9,16 +9,11 @@ import shutil
 
 import pytest
 import torch
-from test_merge_support import (  # noqa: F401 - fixtures
-    bert_classifiers,
-    gen_loras,
-    llama_classifier,
-    merge_root,
-    stored,
-)
 
 import adapters
 from adapters.combine.merge import MergeError
+
+from support.merge import stored
 
 PROMPTS = ["what is your favourite food?", "hello", "where did john fly? tell me about the trip"]
 TEXTS = ["a gripping, beautifully acted film", "a dull mess", "john flew to paris"]

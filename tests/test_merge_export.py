@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import torch
-from test_merge_support import bert_classifiers, gen_loras, merge_root, stored  # noqa: F401 - fixtures
-from test_runtime_support import train
 
 import adapters
+
+from support.merge import stored
+from support.runtime import train
 
 TEXTS = ["a gripping, beautifully acted film", "a dull, lifeless and predictable mess", "john flew to paris",
          "what a fine film", "the plot is thin"]

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from test_server_support import raw_http, shared_server, status_and_error
+
+from support.server import raw_http, shared_server, status_and_error
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[1]

@@ -11,13 +11,14 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 from safetensors.torch import load_file
 
 import adapters
 from adapters.cli.main import main
 from adapters.training.runs import read_events
 from adapters_tui.runs import RunWatcher
+
+from support.config import tiny_config
 
 
 def _wait_for_checkpoint(proc, runs, name: str, at_least: int):

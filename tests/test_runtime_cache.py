@@ -8,11 +8,11 @@ import threading
 import warnings
 
 import pytest
-from test_runtime_support import PROMPTS, gen_adapters, perturb, runtime_root  # noqa: F401
 
-from adapters.errors import UsageError
-from adapters.errors import BaseMismatchError
+from adapters.errors import BaseMismatchError, UsageError
 from adapters.runtime import FAILED, READY, CacheFullError, Engine, UnknownAdapterError
+
+from support.runtime import PROMPTS, perturb
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_runtime_support import (  # noqa: F401
-    PROMPTS,
-    bert_cls_adapters,
-    gen_adapters,
-    llama_cls_adapters,
-    reference_classify,
-    reference_generate,
-    runtime_root,
-)
 
 from adapters.runtime import Engine
+
+from support.runtime import PROMPTS, reference_classify, reference_generate
 
 # Each comparison names the compute dtype it runs in. In float32, rows agree with peft to ~5e-7 in
 # log-probabilities, unquantized and 4-bit alike (the same dequantized weights meet the same inputs):

@@ -14,11 +14,12 @@ import httpx
 import pytest
 import typer
 import yaml
-from test_server_support import CHAT, train_into_store
 from typer.testing import CliRunner
 
 from adapters.cli.serve import build, load_config, register
 from adapters.errors import ConfigError, UsageError
+
+from support.server import CHAT, train_into_store
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[1]

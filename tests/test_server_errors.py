@@ -8,7 +8,8 @@ import asyncio
 
 import httpx
 import pytest
-from test_server_support import API_KEY, serve_in_thread, shared_server
+
+from support.server import API_KEY, serve_in_thread, shared_server
 
 pytestmark = pytest.mark.timeout(150)
 REAL = ["chat-a", "chat-p@1", "sentiment", "tiny-llama"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server_support import API_KEY, raw_http, serve_in_thread, shared_server, status_and_error
+
+from support.server import API_KEY, raw_http, serve_in_thread, shared_server, status_and_error
 
 pytestmark = pytest.mark.timeout(150)
 

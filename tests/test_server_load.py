@@ -10,7 +10,8 @@ import time
 
 import httpx
 import pytest
-from test_server_support import shared_server
+
+from support.server import shared_server
 
 pytestmark = pytest.mark.timeout(150)
 CLIENTS, REQUESTS, NEW = 64, 3, 4

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from test_server_support import shared_server
+
+from support.server import shared_server
 
 pytestmark = pytest.mark.timeout(120)
 

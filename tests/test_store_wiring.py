@@ -5,12 +5,13 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_config
 
 import adapters
 from adapters.cli.main import main
 from adapters.errors import BaseMismatchError
 from adapters_store import IntegrityError, Store
+
+from support.config import tiny_config
 
 
 def test_train_stores_a_version_and_load_resolves_refs(tiny_bert, sentiment_csv, capsys):

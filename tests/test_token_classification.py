@@ -5,9 +5,10 @@ import json
 import random
 
 import pytest
-from conftest import tiny_config
 
 import adapters
+
+from support.config import tiny_config
 
 PEOPLE = ["alice", "bob", "carol", "dave"]
 PLACES = ["paris", "london", "rome", "oslo"]

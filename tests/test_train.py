@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
 
 import adapters
 from adapters.training.runs import read_events
+
+from support.config import tiny_config
 
 
 def _events(result):

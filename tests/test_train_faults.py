@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
 
 import adapters
 from adapters.training.runs import read_events
+
+from support.config import tiny_config
 
 LABELS = ["bad", "good"]
 

@@ -6,10 +6,10 @@ import pty
 import subprocess
 import sys
 
-from conftest import tiny_config
-
 import adapters
 from adapters.training.runs import read_events
+
+from support.config import tiny_config
 
 
 def test_callback_gets_every_logged_event_as_it_happens(tiny_bert, sentiment_csv, capsys):

@@ -4,10 +4,11 @@ keys act again, while text fields keep the digits and letters typed into them.""
 
 from __future__ import annotations
 
-from test_tui_support import demo_app, pilot_test, wait_until
 from textual.widgets import Footer, TabbedContent
 
 from adapters_tui.modals import HelpScreen
+
+from support.tui import demo_app, pilot_test, wait_until
 
 SMALL = (100, 30)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 
 from rich.console import Console
-from test_tui_support import demo_app, pilot_test, shown_text, wait_until
 from textual.widgets import DataTable, ProgressBar
 from textual.widgets._progress_bar import Bar
 
 from adapters_tui.compare import ComparePane
 from adapters_tui.store_details import FittedGrid
+
+from support.tui import demo_app, pilot_test, shown_text, wait_until
 
 SMALL = (100, 30)
 LARGE = (160, 45)

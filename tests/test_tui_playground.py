@@ -6,12 +6,13 @@ Store tab's merge dialog, which needs real stored adapters like these."""
 from __future__ import annotations
 
 import pytest
-from test_server_support import API_KEY, serve_in_thread, train_into_store
-from test_tui_support import demo_app, pilot_test, shown_text, wait_until
 from textual.widgets import ProgressBar
 
 from adapters_tui.compare import ComparePane
 from adapters_tui.modals import ErrorModal
+
+from support.server import API_KEY, serve_in_thread, train_into_store
+from support.tui import demo_app, pilot_test, shown_text, wait_until
 
 SIZE = (140, 40)
 TEXT = "a gripping, beautifully acted film"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-from test_tui_support import EMPTY_CONFIGS, SNAPSHOT_CONFIGS, demo_app, empty_snapshot_root, snapshot_root, wait_until
 
 from adapters_store.errors import HintedError
 from adapters_tui.compare import ComparePane
 from adapters_tui.runs import TrainingProcess
+
+from support.tui import EMPTY_CONFIGS, SNAPSHOT_CONFIGS, demo_app, empty_snapshot_root, snapshot_root, wait_until
 
 NARROW = (80, 24)
 WIDE = (200, 50)

@@ -8,12 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from test_tui_support import REPO, build_demo_store, demo_app, pilot_test, shown_text, wait_until
 from textual.command import CommandList, CommandPalette
 
 from adapters_store import Store
 from adapters_tui.modals import ConfirmModal, ErrorModal, HelpScreen
 from adapters_tui.store_modals import DiffScreen, ExportModal, ProblemsModal, TagModal, UntagModal
+
+from support.tui import REPO, build_demo_store, demo_app, pilot_test, shown_text, wait_until
 
 SIZE = (120, 40)
 

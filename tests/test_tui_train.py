@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
-from test_tui_support import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, shown_text, wait_until, write_run
 
 from adapters_store import Store
 from adapters_tui.modals import ConfirmModal
+
+from support.config import tiny_config
+from support.tui import FIXED_NOW, SNAPSHOT_CONFIGS, demo_app, pilot_test, shown_text, wait_until, write_run
 
 SIZE = (120, 40)
 
@@ -223,9 +224,9 @@ async def test_started_outside_the_repository_it_trains_from_a_stored_config(tmp
     """No ./configs where the TUI starts: the example configs shipped with the package and the
     stored versions' training configs are listed, and a stored one trains a new version (the same
     name, the next number)."""
-    from test_server_support import train_into_store
-
     from adapters_tui.app import default_configs_dir
+
+    from support.server import train_into_store
 
     ref = train_into_store(_isolated_home, "tui-stored", tiny_bert, sentiment_csv, 1)
     monkeypatch.chdir(tmp_path)  # no configs/ here

@@ -1,5 +1,5 @@
 """Shared helpers for the merge and ensemble tests (no tests here): tiny trained adapters, trained
-once per session and perturbed apart (see test_runtime_support), stored into each test's store."""
+once per session and perturbed apart (see support.runtime), stored into each test's store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_runtime_support import CHAT, train
+
+from support.runtime import CHAT, train
 
 
 def stored(path: Path, name: str, store_root: Path | None = None) -> str:

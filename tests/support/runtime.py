@@ -8,10 +8,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny_config
 
 import adapters
+
+from support.config import tiny_config
 
 _TRAINED: dict[tuple, Path] = {}
 CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 64}
@@ -36,6 +36,7 @@ def train(root: Path, name: str, base: Path, source: Path, /, **over) -> Path:
 def perturb(src: Path, dst: Path, seed: int, scale: float = 0.3) -> Path:
     """A copy of ``src`` whose LoRA B matrices get noise, so the adapter moves the logits far from
     the base (2 training steps barely move them) and any mix-up between rows shows."""
+    import torch
     from safetensors.torch import load_file, save_file
 
     if dst != src:
@@ -95,6 +96,8 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
                        device: str = "cpu", compute_dtype: str = "auto"):
     """Greedy tokens and their log-probabilities from plain peft (``PeftModel.from_pretrained``
     through ``adapters.load``), one prompt alone; the bare base when ``adapter`` is None."""
+    import torch
+
     from adapters.base.device import plan_device
     from adapters.base.loading import load_base_model, load_tokenizer
     from adapters.base.resolve import resolve_base
@@ -122,6 +125,8 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
 
 def reference_classify(adapter: Path, text: str, quant: str, device: str = "cpu",
                        compute_dtype: str = "auto") -> dict[str, float]:
+    import torch
+
     from adapters.inference import load
 
     loaded = load(None, adapter, quant=quant, device=device, compute_dtype=compute_dtype)

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import tiny_config
-from test_runtime_support import perturb
-
 import adapters
+
+from support.config import tiny_config
+from support.runtime import perturb
 
 API_KEY = "sk-test-key"
 CHAT = {"prompt_column": "question", "response_column": "answer", "max_length": 64}

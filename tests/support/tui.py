@@ -20,7 +20,7 @@ from filelock import FileLock
 from adapters_store import Store
 from adapters_store.testing import make_adapter_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXED_NOW = 1748779200.0  # 2025-06-01T12:00:00Z
 SNAPSHOT_ROOT = Path("/tmp/adapters-tui-snapshots/store")
 RECIPE_VERSION = "2"

@@ -14,9 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.errors import ConfigError
+from adapters.tasks import METHODS, TASKS
 
-TaskKind = Literal["classification", "causal-lm", "token-classification"]
-MethodKind = Literal["lora", "prefix"]
+# The registry's names, read once here: pydantic fixes a model's allowed values when the class is
+# built, so a task or method registered after this import is not accepted.
+TaskKind = Literal[tuple(TASKS)]
+MethodKind = Literal[tuple(METHODS)]
 QuantKind = Literal["4bit", "8bit", "none"]
 ComputeDtypeKind = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -127,10 +130,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _method_fits_options(self) -> TrainConfig:
-        if self.method == "prefix" and self.training.gradient_checkpointing:
+        if self.training.gradient_checkpointing and not METHODS[self.method].gradient_checkpointing:
+            others = " or ".join(m.name for m in METHODS.values() if m.gradient_checkpointing)
             raise ValueError(
-                "prefix tuning does not work with gradient checkpointing "
-                "(set training.gradient_checkpointing: false, or use method: lora)"
+                f"{self.method} does not work with gradient checkpointing "
+                f"(set training.gradient_checkpointing: false, or use method: {others})"
             )
         return self
 
@@ -248,7 +252,7 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
     names, hub ids and store refs stay as written: a value counts as a path when it exists under
     ``folder`` or (unless ``only_existing``) reads like one (``./x``, ``a/b/c``, ``x.csv``)."""
     from adapters.base.resolve import BUILTINS
-    from adapters.data.sources import looks_like_path
+    from adapters.data.sources import looks_like_local_source
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for keys in PATH_KEYS:
@@ -266,7 +270,7 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
         if path.is_absolute():
             continue
         candidate = folder / path
-        reads_like_a_path = keys == ("data", "source") and looks_like_path(value)
+        reads_like_a_path = keys == ("data", "source") and looks_like_local_source(value)
         if candidate.exists() or (reads_like_a_path and not only_existing):
             parent[keys[-1]] = str(candidate.resolve())
     return out

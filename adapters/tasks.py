@@ -7,6 +7,9 @@ metrics, the transformers auto class, the peft task type, the TUI's form columns
 runtime serves the task.
 
 Cheap to import (no torch, transformers or datasets): the CLI's quick checks and the TUI read it.
+Entries are registered when this module is imported, so register before anything reads the
+registry at import time: ``adapters.config`` builds its allowed ``task:`` and ``method:`` values
+from it once, when it is first imported.
 The functions an entry names (encoder, scorer) are given as ``"module:attribute"`` and imported
 when first used, so the registry sits below the modules that implement them. The store keeps its
 own small map of peft's names (``adapters_store.files``): it must not import this package.
@@ -45,6 +48,11 @@ class Task:
     def generative(self) -> bool:
         return self.labels is None
 
+    @property
+    def label_role(self) -> str | None:
+        """The role holding the labels: its int64 values are ids into the label names."""
+        return next((role for role, kind in self.features.items() if kind in ("int64", "list[int64]")), None)
+
     def encode(self):
         return _resolve(self.encoder)
 
@@ -57,7 +65,14 @@ class Method:
     name: str  # as written in configs: method: lora
     peft_type: str  # peft's PeftType value, as saved in adapter_config.json
     config_section: str  # the TrainConfig field holding its options (lora:, prefix:)
-    builder: str  # "module:function" (TrainConfig, model_config, task_type, heads) -> peft config
+    # "module:function" building the peft config: builder(cfg, model_config, task_type, heads) with
+    # cfg the TrainConfig, model_config the base's transformers config, task_type the task's
+    # peft_task_type, heads the task head modules trained and saved in full (modules_to_save).
+    builder: str
+    gradient_checkpointing: bool  # trains with training.gradient_checkpointing: true
+
+    def build(self):
+        return _resolve(self.builder)
 
 
 TASKS: dict[str, Task] = {}
@@ -114,6 +129,6 @@ register_task(Task(
     needs_decoder=False, served=False))
 
 register_method(Method(name="lora", peft_type="LORA", config_section="lora",
-                       builder="adapters.training.methods:lora_config"))
+                       builder="adapters.training.methods:lora_config", gradient_checkpointing=True))
 register_method(Method(name="prefix", peft_type="PREFIX_TUNING", config_section="prefix",
-                       builder="adapters.training.methods:prefix_config"))
+                       builder="adapters.training.methods:prefix_config", gradient_checkpointing=False))

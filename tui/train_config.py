@@ -12,16 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.tasks import METHODS, TASKS  # torch-free: the form's choices, read at startup
+
 CONFIG_FILE = "training_config.yaml"  # a stored version's resolved training config
-TASKS = ("classification", "causal-lm", "token-classification")
-METHODS = ("lora", "prefix")
 QUANTS = ("4bit", "8bit", "none")
-# The two data columns each task reads, as (config key, label in the form).
-COLUMNS = {
-    "classification": (("data.text_column", "text column"), ("data.label_column", "label column")),
-    "causal-lm": (("data.prompt_column", "prompt column"), ("data.response_column", "response column")),
-    "token-classification": (("data.tokens_column", "tokens column"), ("data.tags_column", "tags column")),
-}
 
 
 @dataclass(frozen=True)
@@ -35,10 +29,11 @@ class FieldSpec:
 FIELDS = (
     FieldSpec("name", "name", "text"),
     FieldSpec("base", "base", "text"),
-    FieldSpec("task", "task", "choice", TASKS),
+    FieldSpec("task", "task", "choice", tuple(TASKS)),
     FieldSpec("data.source", "dataset", "text"),
-    *(FieldSpec(key, label, "text") for pair in COLUMNS.values() for key, label in pair),
-    FieldSpec("method", "method", "choice", METHODS),
+    # The two data columns each task reads (once, where tasks share one).
+    *{key: FieldSpec(key, label, "text") for task in TASKS.values() for key, label in task.form_columns}.values(),
+    FieldSpec("method", "method", "choice", tuple(METHODS)),
     FieldSpec("lora.r", "LoRA r", "int"),
     FieldSpec("lora.alpha", "LoRA alpha", "int"),
     FieldSpec("prefix.num_virtual_tokens", "virtual tokens", "int"),
@@ -52,8 +47,10 @@ FIELD_BY_KEY = {f.key: f for f in FIELDS}
 
 def visible_keys(task: str, method: str) -> set[str]:
     """The form keys that matter for a task and method (the others are hidden)."""
-    hidden = {key for t, pair in COLUMNS.items() if t != task for key, _ in pair}
-    hidden |= {"prefix.num_virtual_tokens"} if method == "lora" else {"lora.r", "lora.alpha"}
+    columns = {key for t in TASKS.values() for key, _ in t.form_columns}
+    hidden = columns - {key for key, _ in (TASKS[task].form_columns if task in TASKS else ())}
+    hidden |= {f.key for f in FIELDS for m in METHODS.values()
+               if m.name != method and f.key.startswith(f"{m.config_section}.")}
     return {f.key for f in FIELDS} - hidden
 
 

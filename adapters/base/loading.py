@@ -10,6 +10,7 @@ from adapters.base.device import DevicePlan, keep_4bit_layout, quantization_conf
 from adapters.base.quiet import quiet_bitsandbytes, quiet_loading
 from adapters.base.resolve import ResolvedBase
 from adapters.errors import BaseModelError, MethodError
+from adapters.tasks import TASKS
 
 # peft reads a property that transformers 5 deprecated; the warning is peft's to fix, not the user's.
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -21,41 +22,46 @@ ENCODER_ONLY = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "elect
 def auto_class(task: str):
     import transformers
 
-    return {
-        "classification": transformers.AutoModelForSequenceClassification,
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "token-classification": transformers.AutoModelForTokenClassification,
-    }[task]
+    return getattr(transformers, TASKS[task].auto_class)
 
 
-def load_config(base: ResolvedBase):
+def load_config(base: ResolvedBase, task: str | None = None):
+    """The base's transformers config; with ``task``, also checked to fit it (check_task_fits),
+    so a config read for a task is checked once, before anything heavy is loaded."""
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(base.path, revision=base.revision)
+        config = AutoConfig.from_pretrained(base.path, revision=base.revision)
     except (OSError, ValueError) as exc:
         raise BaseModelError(
             f"cannot load base model '{base.id}': {str(exc).splitlines()[0]}",
             "use a built-in base (`adapters models`), a local model directory, a .gguf file, "
             "or an HF id while the hub is reachable",
         ) from None
+    if task is not None:
+        check_task_fits(config, task)
+    return config
 
 
 def check_task_fits(config, task: str) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
-
-    if task == "causal-lm" and config.model_type in ENCODER_ONLY:
-        raise MethodError(f"causal-lm needs a decoder base; '{config.model_type}' is an encoder",
-                          "use task: classification or token-classification, or a decoder base like smollm2-135m")
-    if task == "token-classification" and config.model_type not in MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES:
-        raise MethodError(f"'{config.model_type}' has no token-classification head in transformers",
-                          "use an encoder base like minilm-l6")
+    spec = TASKS[task]
+    if spec.needs_decoder and config.model_type in ENCODER_ONLY:
+        others = " or ".join(t.name for t in TASKS.values() if not t.needs_decoder)
+        raise MethodError(f"{task} needs a decoder base; '{config.model_type}' is an encoder",
+                          f"use task: {others}, or a decoder base like smollm2-135m")
+    # The auto class knows which architectures have this task's head; from_pretrained would
+    # refuse the others later, with a message about config classes.
+    mapping = getattr(auto_class(task), "_model_mapping", None)
+    if mapping is not None and type(config) not in mapping:
+        raise MethodError(f"'{config.model_type}' has no {task} head in transformers ({spec.auto_class})",
+                          "use a base whose architecture has one, e.g. minilm-l6 (an encoder) or "
+                          "smollm2-135m (a decoder)")
 
 
 def head_modules(task: str, config) -> list[str]:
     """Names of the task head modules (``classifier``, ``score`` ...), derived from the model class:
     the top-level children that are not the shared transformer body."""
-    if task == "causal-lm":
+    if TASKS[task].generative:  # the LM head is the base's own, kept frozen
         return []
     with torch.device("meta"), quiet_loading():
         model = auto_class(task).from_config(config)
@@ -64,7 +70,7 @@ def head_modules(task: str, config) -> list[str]:
              if name != body and any(True for _ in module.parameters())]
     # BERT-style classifiers read a pooler (dense + tanh over [CLS]) that pretraining left unsuited
     # to the task; it is part of the head: trained, saved with the adapter, never quantized.
-    if task == "classification" and getattr(getattr(model, body, None), "pooler", None) is not None:
+    if TASKS[task].labels == "row" and getattr(getattr(model, body, None), "pooler", None) is not None:
         heads.append(f"{body}.pooler")
     return heads
 
@@ -84,16 +90,18 @@ def load_tokenizer(base: ResolvedBase, task: str):
 
 def load_base_model(base: ResolvedBase, task: str, quant: str, plan: DevicePlan,
                     label_names: list[str] | None = None, config=None, pad_token_id: int | None = None):
-    """The frozen base with a fresh (unquantized) task head; quantized as asked."""
-    config = config or load_config(base)
-    check_task_fits(config, task)
+    """The frozen base with a fresh (unquantized) task head; quantized as asked. ``config``: the
+    base's config, already read by the caller with ``load_config(base, task)`` (checked) or
+    chosen to suit ``task``."""
+    config = config or load_config(base, task)
     kwargs = {}
     if label_names:
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
                   "label2id": {name: i for i, name in enumerate(label_names)}}
     heads = head_modules(task, config)
     qconfig = quantization_config(quant, plan, heads)
-    dtype = plan.compute_dtype if qconfig is not None else (torch.float32 if plan.device == "cpu" else plan.compute_dtype)
+    unquantized_cpu = qconfig is None and plan.device == "cpu"
+    dtype = torch.float32 if unquantized_cpu else plan.compute_dtype
     quiet_bitsandbytes()
     try:
         with quiet_loading():

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     import adapters
+    from adapters.tasks import TASKS
 
     # Piped into a log (make demo | tee), rich would assume 80 columns and squeeze the table.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         rows.append((cfg, result, seconds))
         loaded = adapters.load(None, result.ref or result.output_dir)
-        output = loaded.predict([example], **({"max_new_tokens": 40} if cfg.task == "causal-lm" else {}))[0]
+        output = loaded.predict([example], **({"max_new_tokens": 40} if TASKS[cfg.task].generative else {}))[0]
         predictions.append((cfg, example, output))
 
     table = Table(title="adapters trained (test split)")
@@ -49,14 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     for cfg, result, seconds in rows:
         test = result.metrics.get("test") or {}
 
-        def fmt(key, digits=3):
+        def fmt(key, digits=3, test=test):
             return f"{test[key]:.{digits}f}" if key in test else "-"
 
         table.add_row(cfg.name, cfg.method, f"{cfg.base} {cfg.quant}", fmt("accuracy"), fmt("f1_macro"),
                       fmt("loss"), fmt("perplexity", 2), f"{seconds:.0f}", result.ref or str(result.output_dir))
     console.print(table)
     for cfg, example, output in predictions:
-        if cfg.task == "classification":
+        if TASKS[cfg.task].labels == "row":
             shown = f"[bold]{output['label']}[/] (p={output['probabilities'][output['label']]:.2f})"
         else:
             shown = f"[bold]{output}[/]"

@@ -135,17 +135,19 @@ def predict(
 ) -> None:
     """Run an adapter on a few inputs."""
     from adapters.api import load
+    from adapters.tasks import TASKS
 
     loaded = load(base, adapter, store_root=store)
-    kwargs = {"max_new_tokens": max_new_tokens} if loaded.task == "causal-lm" else {}
+    task = TASKS[loaded.task]
+    kwargs = {"max_new_tokens": max_new_tokens} if task.generative else {}
     outputs = loaded.predict(list(inputs), **kwargs)
     if json_out:
         print(json.dumps(outputs, default=str))
         return
     for text, out in zip(inputs, outputs):
-        if loaded.task == "classification":
+        if task.labels == "row":
             console.print(f"[bold]{out['label']}[/] ({out['probabilities'][out['label']]:.3f})  {text}")
-        elif loaded.task == "causal-lm":
+        elif task.generative:
             console.print(f"[bold]> {text}[/]\n{out}")
         else:
             console.print(" ".join(w if t == "O" else f"[bold]{w}[/]/{t}" for w, t in out))

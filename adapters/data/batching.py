@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from adapters.errors import DataError
+from adapters.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ def tokenize(splits, tokenizer, max_length: int) -> dict[str, Any]:
     """Tokenize train/dev/test of a ``Splits``; returns split name -> datasets.Dataset."""
     import datasets
 
-    encode = {"classification": _encode_classification, "causal-lm": _encode_causal,
-              "token-classification": _encode_tokens}[splits.task]
-    if splits.task == "token-classification" and not getattr(tokenizer, "is_fast", False):
+    task = TASKS[splits.task]
+    encode = task.encode()
+    if task.labels == "token" and not getattr(tokenizer, "is_fast", False):
         raise DataError("token classification needs a fast tokenizer (it maps sub-tokens to words)",
                         "use a base whose tokenizer has a tokenizer.json (AutoTokenizer use_fast=True)")
     out = {}
@@ -59,14 +60,14 @@ def tokenize(splits, tokenizer, max_length: int) -> dict[str, Any]:
     return out
 
 
-def _encode_classification(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
+def encode_classification(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
     enc = tokenizer(batch["text"], batch.get("text_pair"), truncation=True, max_length=max_length)
     columns = {key: enc[key] for key in MODEL_INPUTS if key in enc}
     columns["labels"] = list(batch["label"])
     return columns
 
 
-def _encode_causal(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
+def encode_causal(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = [format_prompt(tokenizer, p) for p in batch["prompt"]]
     # A chat template already writes the special tokens; the plain template gets the tokenizer's
@@ -92,7 +93,7 @@ def _encode_causal(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
     return columns
 
 
-def _encode_tokens(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
+def encode_tokens(batch: dict, tokenizer, max_length: int) -> dict[str, list]:
     try:
         enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True,
                         max_length=max_length)
@@ -143,7 +144,7 @@ class Collator:
         batch = {key: torch.tensor(self._pad(r, width, fill[key]), dtype=torch.long)
                  for key, r in rows.items()}
         if "labels" in features[0]:
-            if self.task == "classification":
+            if TASKS[self.task].labels == "row":
                 batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
             else:
                 labels = [list(map(int, f["labels"])) for f in features]

@@ -2,7 +2,8 @@
 
 ``load_splits(cfg, task)`` is the one entry point. Whatever the source (CSV / JSONL / Parquet file,
 a ``save_to_disk`` directory, a directory of train/dev/test files, an HF hub dataset, a built-in
-sample), the result has the same normalized columns per task:
+sample), the result has the same normalized columns per task, the roles and features of its
+``adapters.tasks`` entry:
 
     classification        text, [text_pair], label (int id into label_names)
     causal-lm             prompt, response
@@ -28,22 +29,15 @@ from typing import Any
 import numpy as np
 
 from adapters.config import DataConfig
-from adapters.data.sources import read_source
+from adapters.data.sources import Table, read_source
 from adapters.errors import DataError
+from adapters.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classification", "causal-lm", "token-classification")
 # Bump when loading or splitting changes which rows a config selects: old fingerprints then no
 # longer claim to describe the new data.
 FINGERPRINT_VERSION = 1
-
-# role -> the DataConfig field that names its column (for messages: "set data.text_column")
-ROLE_FIELDS = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column",
-               "prompt": "prompt_column", "response": "response_column",
-               "tokens": "tokens_column", "tags": "tags_column"}
-
-Table = dict[str, list]
 
 
 @dataclass
@@ -92,12 +86,20 @@ def load_splits(cfg: DataConfig, task: str, adapter_labels: bool = False) -> Spl
                 "and data.max_*_samples")
 
     balance: dict[str, dict[str, int]] = {}
-    if task == "classification":
+    role = TASKS[task].label_role
+    if TASKS[task].labels == "row":
         if cfg.oversample:
-            balance["train_original"] = _balance(parts["train"], label_names)
-            parts["train"] = _oversample(parts["train"], np.random.default_rng([cfg.split.seed, 2]))
+            balance["train_original"] = _balance(parts["train"][role], label_names)
+            parts["train"] = _oversample(parts["train"], role, np.random.default_rng([cfg.split.seed, 2]))
         for name in ("train", "dev", "test"):
-            balance[name] = _balance(parts[name], label_names)
+            balance[name] = _balance(parts[name][role], label_names)
+        # Scoring an existing classifier may meet data with one class; training on it may not.
+        present = [name for name, n in balance["train"].items() if n]
+        if len(present) < 2 and not adapter_labels:
+            raise DataError(
+                f"the training split of {cfg.source} has only one class ({_listed(present) or 'none'}) "
+                f"in the label column '{getattr(cfg, column_field(role))}'",
+                "a classifier needs at least two labels: check data.label_column and data.labels")
 
     fingerprint = hashlib.sha256(json.dumps({
         "version": FINGERPRINT_VERSION, "content": content_sha, "task": task, "columns": columns,
@@ -111,11 +113,14 @@ def load_splits(cfg: DataConfig, task: str, adapter_labels: bool = False) -> Spl
                   source=cfg.source)
 
 
+def column_field(role: str) -> str:
+    """The DataConfig field that names a role's column (for messages: "set data.text_column")."""
+    return f"{role}_column"
+
+
 def column_mapping(cfg: DataConfig, task: str) -> dict[str, str]:
     """role -> the user's column name, for the roles this task needs."""
-    roles = {"classification": ["text", "text_pair", "label"], "causal-lm": ["prompt", "response"],
-             "token-classification": ["tokens", "tags"]}[task]
-    mapping = {role: getattr(cfg, ROLE_FIELDS[role]) for role in roles}
+    mapping = {role: getattr(cfg, column_field(role)) for role in TASKS[task].roles}
     return {role: col for role, col in mapping.items() if col is not None}
 
 
@@ -132,7 +137,7 @@ def _select(table: Any, columns: dict[str, str], source: str, split: str) -> Tab
     available = list(table.column_names if not isinstance(table, dict) else table)
     for role, col in columns.items():
         if col not in available:
-            field = ROLE_FIELDS[role]
+            field = column_field(role)
             unmapped = [c for c in available if c not in columns.values()]
             guess = (difflib.get_close_matches(col, available, n=1) or unmapped or available or ["?"])[0]
             raise DataError(
@@ -173,21 +178,28 @@ def _words(value: Any) -> list | None:
 
 
 def _normalize(table: Table, task: str, split: str) -> Table:
-    """Clean values per role; drop rows that miss a value any role needs."""
-    if task == "classification":
-        clean = {role: [None if v is None else str(v) for v in table[role]]
-                 for role in ("text", "text_pair") if role in table}
-        clean["label"] = [_label_str(v) for v in table["label"]]
-    elif task == "causal-lm":
-        clean = {role: [None if v is None else str(v) for v in table[role]] for role in table}
-    else:
-        clean = {"tokens": [_words(v) for v in table["tokens"]], "tags": [_words(v) for v in table["tags"]]}
-        for i, (tokens, tags) in enumerate(zip(clean["tokens"], clean["tags"])):
-            if tokens is not None and tags is not None and len(tokens) != len(tags):
-                raise DataError(f"row {i} of the {split} split has {len(tokens)} tokens but "
-                                f"{len(tags)} tags", "every token needs exactly one tag")
-        clean["tokens"] = [None if not t else [str(w) for w in t] for t in clean["tokens"]]
-        clean["tags"] = [None if t is None else [_label_str(x) for x in t] for t in clean["tags"]]
+    """Clean values per role, by the role's feature type; drop rows that miss a value any role
+    needs. Labels stay strings here (ids come in _encode_labels)."""
+    features = {role: kind for role, kind in TASKS[task].features.items() if role in table}
+    clean = {}
+    for role, kind in features.items():
+        if kind == "string":
+            clean[role] = [None if v is None else str(v) for v in table[role]]
+        elif kind == "int64":
+            clean[role] = [_label_str(v) for v in table[role]]
+        else:
+            clean[role] = [_words(v) for v in table[role]]
+    lists = [role for role, kind in features.items() if kind.startswith("list[")]
+    for first, other in zip(lists, lists[1:]):  # one tag per word
+        for i, (a, b) in enumerate(zip(clean[first], clean[other])):
+            if a is not None and b is not None and len(a) != len(b):
+                raise DataError(f"row {i} of the {split} split has {len(a)} {first} but {len(b)} {other}",
+                                f"every row needs as many {other} as {first}, one for each")
+    for role in lists:
+        if features[role] == "list[string]":
+            clean[role] = [None if not t else [str(w) for w in t] for t in clean[role]]
+        else:
+            clean[role] = [None if t is None else [_label_str(x) for x in t] for t in clean[role]]
     keep = [i for i in range(_rows(clean)) if all(clean[r][i] is not None for r in clean)]
     if len(keep) < _rows(clean):
         log.info("%s split: dropped %d rows with missing values", split, _rows(clean) - len(keep))
@@ -218,12 +230,14 @@ def _listed(names) -> str:
 def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig,
                    adapter_labels: bool = False) -> list[str] | None:
     """Replace label strings by ids (in place); return the label names, index = id."""
-    if task == "causal-lm":
+    kind, role = TASKS[task].labels, TASKS[task].label_role
+    if kind is None:
         return None
     if cfg.labels is not None and len(set(cfg.labels)) != len(cfg.labels):
         raise DataError(f"data.labels has duplicates: {cfg.labels}", "list each label once")
-    if task == "classification":
-        present = {x for part in parts.values() for x in part["label"]}
+    column = getattr(cfg, column_field(role))
+    if kind == "row":
+        present = {x for part in parts.values() for x in part[role]}
         names = list(cfg.labels) if cfg.labels is not None else _label_order(present)
         ids = {name: i for i, name in enumerate(names)}
         unknown = _label_order(present - set(ids)) if present - set(ids) else []
@@ -233,27 +247,20 @@ def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig,
         if unknown and (adapter_labels or not present & set(ids)):
             if adapter_labels:
                 raise DataError(
-                    f"the label column '{cfg.label_column}' of {cfg.source} has labels the adapter does not "
+                    f"the label column '{column}' of {cfg.source} has labels the adapter does not "
                     f"know: {_listed(unknown)}; the adapter knows {_listed(names)}",
                     "score it on data labelled with the adapter's labels, or point --set data.label_column= "
                     "at the column that holds them")
             raise DataError(
                 f"no row of {cfg.source} has a label in data.labels ({_listed(names)}); the label column "
-                f"'{cfg.label_column}' holds {_listed(unknown)}",
+                f"'{column}' holds {_listed(unknown)}",
                 "fix data.labels, or point data.label_column at the column that holds those labels")
         for part in parts.values():
-            keep = [i for i, x in enumerate(part["label"]) if x in ids]
+            keep = [i for i, x in enumerate(part[role]) if x in ids]
             part.update(_take(part, keep))
-            part["label"] = [ids[x] for x in part["label"]]
-        kept = {x for part in parts.values() for x in part["label"]}
-        # Scoring an existing classifier (labels given) may meet data with one class; training may not.
-        if len(kept) < 2 and (cfg.labels is None or not kept):
-            only = ", ".join(repr(names[i]) for i in kept) or "none"
-            raise DataError(
-                f"the label column '{cfg.label_column}' has only one class ({only}) in {cfg.source}",
-                "a classifier needs at least two labels: check data.label_column and data.labels")
+            part[role] = [ids[x] for x in part[role]]
         return names
-    present = {t for part in parts.values() for tags in part["tags"] for t in tags}
+    present = {t for part in parts.values() for tags in part[role] for t in tags}
     names = list(cfg.labels) if cfg.labels is not None else _bio_order(present)
     ids = {name: i for i, name in enumerate(names)}
     unknown = sorted(present - set(ids))
@@ -262,7 +269,7 @@ def _encode_labels(parts: dict[str, Table], task: str, cfg: DataConfig,
                         "add them to data.labels, or include 'O' so unlisted tags become O")
     for part in parts.values():
         # Tags left out of data.labels become O: that is how one restricts the entity types.
-        part["tags"] = [[ids.get(t, ids.get("O")) for t in tags] for tags in part["tags"]]
+        part[role] = [[ids.get(t, ids.get("O")) for t in tags] for tags in part[role]]
     return names
 
 
@@ -313,7 +320,7 @@ def _fill_splits(parts: dict[str, Table], task: str, cfg: DataConfig) -> dict[st
             continue
         n = _rows(train)
         k = min(n, max(1, int(total * fraction + 0.5)))
-        labels = train["label"] if task == "classification" else None
+        labels = train[TASKS[task].label_role] if TASKS[task].labels == "row" else None
         picked, rest = _pick(labels, n, k, rng, keep_one=True)
         parts[name], train = _take(train, picked), _take(train, rest)
     parts["train"] = train
@@ -324,14 +331,15 @@ def _subsample(table: Table, k: int, task: str, rng: np.random.Generator) -> Tab
     n = _rows(table)
     if n <= k:
         return table
-    labels = table["label"] if task == "classification" else None
+    labels = table[TASKS[task].label_role] if TASKS[task].labels == "row" else None
     return _take(table, _pick(labels, n, k, rng, keep_one=False)[0])
 
 
-def _oversample(table: Table, rng: np.random.Generator) -> Table:
-    """Repeat rows of the smaller classes until every class has as many rows as the largest."""
+def _oversample(table: Table, role: str, rng: np.random.Generator) -> Table:
+    """Repeat rows of the smaller classes (of the ``role`` column) until every class has as many
+    rows as the largest."""
     by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(table["label"]):
+    for i, label in enumerate(table[role]):
         by_class.setdefault(label, []).append(i)
     target = max(len(m) for m in by_class.values())
     index = list(range(_rows(table)))
@@ -344,18 +352,21 @@ def _oversample(table: Table, rng: np.random.Generator) -> Table:
     return _take(table, rng.permutation(index).tolist())
 
 
-def _balance(table: Table, label_names: list[str]) -> dict[str, int]:
-    counts = np.bincount(np.asarray(table["label"], dtype=np.int64), minlength=len(label_names))
+def _balance(labels: list[int], label_names: list[str]) -> dict[str, int]:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(label_names))
     return {name: int(c) for name, c in zip(label_names, counts)}
+
+
+def _feature(kind: str):
+    """A registry feature name ("string", "list[int64]") as a datasets feature."""
+    from datasets import List, Value
+
+    return List(_feature(kind[len("list["):-1])) if kind.startswith("list[") else Value(kind)
 
 
 def _to_dataset(table: Table, task: str):
     import datasets
-    from datasets import Features, List, Value
+    from datasets import Features
 
-    features = {
-        "classification": {"text": Value("string"), "text_pair": Value("string"), "label": Value("int64")},
-        "causal-lm": {"prompt": Value("string"), "response": Value("string")},
-        "token-classification": {"tokens": List(Value("string")), "tags": List(Value("int64"))},
-    }[task]
-    return datasets.Dataset.from_dict(table, features=Features({c: features[c] for c in table}))
+    features = TASKS[task].features
+    return datasets.Dataset.from_dict(table, features=Features({c: _feature(features[c]) for c in table}))

@@ -1,12 +1,15 @@
-"""Adapter methods: a training config -> a peft config attached to the frozen base."""
+"""Adapter methods: a training config -> a peft config attached to the frozen base.
+
+Each method's builder is named by its ``adapters.tasks`` entry (``Method.builder``) and has the
+signature documented there.
+"""
 
 from __future__ import annotations
 
 from adapters.base.quiet import quiet_loading
 from adapters.config import TrainConfig
 from adapters.errors import MethodError
-
-PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "token-classification": "TOKEN_CLS"}
+from adapters.tasks import METHODS, TASKS
 
 
 def default_lora_targets(model_type: str) -> list[str] | str:
@@ -16,30 +19,34 @@ def default_lora_targets(model_type: str) -> list[str] | str:
     return list(MAPPING.get(model_type, [])) or "all-linear"
 
 
-def peft_config(cfg: TrainConfig, model_config, heads: list[str]):
-    from peft import LoraConfig, PrefixTuningConfig
+def lora_config(cfg: TrainConfig, model_config, task_type: str, heads: list[str]):
+    from peft import LoraConfig
 
-    task_type = PEFT_TASK_TYPE[cfg.task]
-    if cfg.method == "lora":
-        targets = cfg.lora.target_modules or default_lora_targets(model_config.model_type)
-        return LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                          lora_dropout=cfg.lora.dropout, target_modules=targets,
-                          modules_to_save=heads or None)
-    if cfg.method == "prefix":
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=cfg.prefix.num_virtual_tokens,
-                                  prefix_projection=cfg.prefix.projection,
-                                  encoder_hidden_size=cfg.prefix.projection_hidden_size,
-                                  modules_to_save=heads or None)
-    raise MethodError(f"unknown method '{cfg.method}'", "use lora or prefix")
+    targets = cfg.lora.target_modules or default_lora_targets(model_config.model_type)
+    return LoraConfig(task_type=task_type, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                      lora_dropout=cfg.lora.dropout, target_modules=targets,
+                      modules_to_save=heads or None)
+
+
+def prefix_config(cfg: TrainConfig, model_config, task_type: str, heads: list[str]):
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=cfg.prefix.num_virtual_tokens,
+                              prefix_projection=cfg.prefix.projection,
+                              encoder_hidden_size=cfg.prefix.projection_hidden_size,
+                              modules_to_save=heads or None)
+
+
+def peft_config(cfg: TrainConfig, model_config, heads: list[str]):
+    """The peft config of ``cfg.method`` for ``cfg.task``, from the method's registered builder."""
+    build = METHODS[cfg.method].build()
+    return build(cfg, model_config, TASKS[cfg.task].peft_task_type, heads)
 
 
 def attach(model, cfg: TrainConfig, heads: list[str]):
     """Prepare a (possibly quantized) base for training and wrap it with the adapter."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if cfg.method == "prefix" and cfg.training.gradient_checkpointing:
-        raise MethodError("prefix tuning does not work with gradient checkpointing",
-                          "set training.gradient_checkpointing: false, or use method: lora")
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         with quiet_loading():  # peft calls a transformers property deprecated in v5
             model = prepare_model_for_kbit_training(

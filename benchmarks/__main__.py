@@ -1,4 +1,6 @@
-"""Run the benchmarks: ``python -m benchmarks [memory] [throughput] [quality] [store] [combine] [serving] [tui] [--quick]``.
+"""Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick]``.
+
+NAME is one of memory, throughput, quality, store, combine, serving, tui.
 
 With no names, every benchmark runs. Each prints a table and writes benchmarks/results/<name>.json;
 a summary of every goal is printed at the end (exit status 0 either way: goals are reported, not
@@ -29,7 +31,8 @@ def _available() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     available = _available()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(available)})")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all of {', '.join(available)})")
     parser.add_argument("--quick", action="store_true", help="a reduced run (fewer steps, smaller data, fewer repeats)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in available]

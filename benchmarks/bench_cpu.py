@@ -142,7 +142,8 @@ def _train(config: str, overrides: list[str], compute_dtype: str, keep_adapter: 
     expected = COMPUTE_DTYPES[compute_dtype]
     layers = _four_bit_layers(trainer.model)
     assert trainer.plan.compute_dtype == expected, trainer.plan
-    assert layers and all(layer.compute_dtype == expected for layer in layers), {l.compute_dtype for l in layers}
+    dtypes = {layer.compute_dtype for layer in layers}
+    assert layers and dtypes == {expected}, dtypes
     repacked = sum(is_repacked(layer) for layer in layers)  # incl. the final eval (no_grad, eval mode)
     run = C.trained_steps(trainer, work / "run")
     steps, tokens, times, n = run["steps"], run["tokens"], run["times"], len(run["steps"])

@@ -69,7 +69,7 @@ def run(quick: bool = False) -> dict:
                            "peak_rss_bytes": C.median([r["peak_rss_bytes"] for r in runs]),
                            "load_wall_s": C.median([r["wall_s"] for r in runs])}
         fp32 = rows["none"]
-        for quant, row in rows.items():
+        for row in rows.values():
             row["footprint_vs_fp32"] = row["footprint_bytes"] / fp32["footprint_bytes"]
             row["peak_rss_vs_fp32"] = row["peak_rss_bytes"] / fp32["peak_rss_bytes"]
             row["rss_above_imports_bytes"] = row["peak_rss_bytes"] - floor

@@ -19,7 +19,8 @@ split selects the adapter (best dev macro-F1 over epochs) and the whole test spl
 Mean and sample standard deviation over seeds for accuracy and macro-F1 on test (dev beside them).
 
     python -m benchmarks quality [--quick]          # the comparison (3 seeds x 3 variants)
-    python -m benchmarks.bench_quality --tune-prefix [--lr ...] [--epochs ...]  # the dev-only search behind the prefix config
+    python -m benchmarks.bench_quality --tune-prefix [--lr ...] [--epochs ...]
+                                                    # the dev-only search behind the prefix config
 
 Each run is its own subprocess with one thread; ``BENCH_QUALITY_PARALLEL`` (default 1, at most 2
 is sensible on a 2-core machine) runs that many side by side.

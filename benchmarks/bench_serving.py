@@ -324,7 +324,8 @@ def _print(r: dict) -> None:
                       f"{rows}, {unit}",
                       ["distinct adapters", "engine", "peft mixed", "engine / peft", "CPU-time ratio",
                        "engine / 1 adapter", "rows equal"], table,
-                      caption=f"medians (min-max) of {s['repeats_vs_peft']} alternated repeats ({s['repeats_at_8']} at 8); "
+                      caption=f"medians (min-max) of {s['repeats_vs_peft']} alternated repeats "
+                      f"({s['repeats_at_8']} at 8); "
                       "ratios: median (min-max) of per-repeat ratios of adjacent runs. Goals: engine / peft >= "
                       f"{GOAL_VS_PEFT_MIXED:g}x at 8 ({ok}); engine / 1 adapter >= {GOAL_FLAT}x at every D "
                       f"({status['gen_flat' if kind == 'generate' else 'cls_flat']}). rows equal: "
@@ -343,9 +344,10 @@ def _print(r: dict) -> None:
                          _ratio(m8.get("peft_mixed_lmfix/peft_mixed")), _ratio(m8.get("engine/peft_mixed_lmfix"))])
         if "peft_switch" in rt:
             info.append([f"peft switch-per-request, {s['peft_requests']} requests (2nd baseline)",
-                         _rate(rt["peft_switch"], fmt), _ratio({"ratio": 1 / m8["engine/peft_switch"]["ratio"],
-                                                                "ratio_min": 1 / m8["engine/peft_switch"]["ratio_max"],
-                                                                "ratio_max": 1 / m8["engine/peft_switch"]["ratio_min"]}),
+                         _rate(rt["peft_switch"], fmt),
+                         _ratio({"ratio": 1 / m8["engine/peft_switch"]["ratio"],
+                                 "ratio_min": 1 / m8["engine/peft_switch"]["ratio_max"],
+                                 "ratio_max": 1 / m8["engine/peft_switch"]["ratio_min"]}),
                          _ratio(m8["engine/peft_switch"]) + f" {status['gen_vs_peft_switch']}"])
         C.print_table(f"Serving ({kind}) at 8 distinct adapters: other sides, {unit}",
                       ["variant", unit, "variant / peft mixed", "engine / variant"], info,

@@ -256,7 +256,7 @@ def throughput(engine, refs: list[str], paths: list, quant: str, s: dict) -> dic
         log(f"classify {CLS_ROWS} rows, {d} distinct LoRA: engine {m['rates']['engine']['median']:.0f} rows/s, "
             f"peft mixed {m['rates']['peft_mixed']['median']:.0f} ({m['engine/peft_mixed']['ratio']:.2f}x); "
             f"{same}/{CLS_ROWS} labels equal")
-    del model
+    model = None  # frees the peft model; the closures above still hold this name's cell
     gc.collect()
     return out
 

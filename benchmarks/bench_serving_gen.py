@@ -134,7 +134,8 @@ def measure(adapters: dict, quant: str, s: dict, server: Server) -> dict:
             refs = [lora[i % d] for i in range(ROWS)]
             names = [peft.names[i % d] for i in range(ROWS)]
             agree = peft.agreement(engine, prompts, refs, names)
-            variants = {"engine": gen(refs), "peft_mixed": lambda names=names: rate(lambda: peft.mixed(prompts, names))}
+            variants = {"engine": gen(refs),
+                        "peft_mixed": lambda names=names: rate(lambda: peft.mixed(prompts, names))}
             if d > 1:
                 variants["engine_one"] = gen([lora[0]] * ROWS)
             if d == 8:
@@ -154,7 +155,7 @@ def measure(adapters: dict, quant: str, s: dict, server: Server) -> dict:
                 f"{agree}/{ROWS} rows token for token equal")
         out["set_adapter_ms"] = C.median(peft.set_times) * 1000 if peft.set_times else None
         peft.close()
-        del peft
+        peft = None  # frees the model; the variants above still hold this name's cell
         gc.collect()
 
         mixed_rows = [x for pair in zip(lora[:4], prefix) for x in pair]  # L P L P ...

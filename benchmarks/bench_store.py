@@ -119,11 +119,11 @@ def _run(work: Path, versions: int) -> dict:
     copies = work / "copies"
     rounds = {"copytree": [], "copytree_fsync": [], "put": [], "put_nofsync": [], "put_dedup": []}
     for i in range(PUT_RUNS):  # interleaved, so drifts in machine load hit all alike
-        for key, fn in (("copytree", lambda: shutil.copytree(srcs[i], copies / str(i))),
-                        ("copytree_fsync", lambda: _copytree_fsync(srcs[i], copies / f"{i}-fsync")),
-                        ("put", lambda: durable.put(srcs[i], "big")),
-                        ("put_nofsync", lambda: nofsync.put(srcs[i], "big")),
-                        ("put_dedup", lambda: durable.put(srcs[i], "again"))):
+        for key, fn in (("copytree", lambda i=i: shutil.copytree(srcs[i], copies / str(i))),
+                        ("copytree_fsync", lambda i=i: _copytree_fsync(srcs[i], copies / f"{i}-fsync")),
+                        ("put", lambda i=i: durable.put(srcs[i], "big")),
+                        ("put_nofsync", lambda i=i: nofsync.put(srcs[i], "big")),
+                        ("put_dedup", lambda i=i: durable.put(srcs[i], "again"))):
             t = time.perf_counter()
             fn()
             rounds[key].append(time.perf_counter() - t)

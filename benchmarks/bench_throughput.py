@@ -525,7 +525,8 @@ def run(quick: bool = False) -> dict:
         "default_settings": {"tokens_per_s_vs_hf_random": vs_random, "cpu_tokens_per_s_vs_hf_random": vs_random_cpu,
                              "paired_min": min(paired_random),
                              "paired_max": max(paired_random),
-                             "non_pad_share_ratio": ours["non_pad_fraction"] / summary["hf_random"]["non_pad_fraction"]},
+                             "non_pad_share_ratio": (ours["non_pad_fraction"]
+                                                     / summary["hf_random"]["non_pad_fraction"])},
         "runs": runs,
         "goals": {f"tokens/s ours / HF Trainer group_by_length >= {GOAL_SPEEDUP}":
                   {"value": round(speed, 3), "met": speed >= GOAL_SPEEDUP},
@@ -567,13 +568,16 @@ def _print(r: dict) -> None:
                           f"{o['cpu_tokens_per_s_vs_baseline']:.2f}x per CPU-second; padding explains "
                           f"{o['non_pad_share_vs_baseline']:.2f}x of it (non-pad share ratio), the rest is per-token "
                           f"cost (all tok/s {o['padded_tokens_per_s_vs_baseline']:.2f}x).\n"
-                          f"Default-settings ratio (vs HF Trainer, random order): {d['tokens_per_s_vs_hf_random']:.2f}x wall "
+                          "Default-settings ratio (vs HF Trainer, random order): "
+                          f"{d['tokens_per_s_vs_hf_random']:.2f}x wall "
                           f"(paired {d['paired_min']:.2f}-{d['paired_max']:.2f}), "
                           f"{d['cpu_tokens_per_s_vs_hf_random']:.2f}x per CPU-second; padding alone predicts "
                           f"{d['non_pad_share_ratio']:.2f}x.\n"
                           f"{goals}. Same rows/tokens/param dtypes on every side: {r['same_work']}. Optimizer: "
-                          f"{r['checks']['ours']['optimizer']} on both sides: {r['checks']['ours']['optimizer'] == r['checks'][BASELINE]['optimizer']}. "
-                          f"Dropout modules: {r['checks']['ours']['dropouts']} (ours) / {r['checks'][BASELINE]['dropouts']} "
+                          f"{r['checks']['ours']['optimizer']} on both sides: "
+                          f"{r['checks']['ours']['optimizer'] == r['checks'][BASELINE]['optimizer']}. "
+                          f"Dropout modules: {r['checks']['ours']['dropouts']} (ours) / "
+                          f"{r['checks'][BASELINE]['dropouts']} "
                           f"(Trainer). Threads: {r['threads']}. Load average {r['load_avg_start'][0]:.2f} at start, "
                           f"{r['load_avg_end'][0]:.2f} at end.")
 
@@ -593,7 +597,8 @@ def _print_profile(p: dict) -> None:
                   ["op kind"] + [SHORT[n] for n in names], rows)
     for n in names:
         C.print_table(f"Top ops by self CPU time: {LABELS[n]}", ["op", "self ms/step", "calls/step"],
-                      [[o["op"], f"{o['self_ms_per_step']:.1f}", f"{o['calls_per_step']:.0f}"] for o in p[n]["top_ops"]])
+                      [[o["op"], f"{o['self_ms_per_step']:.1f}", f"{o['calls_per_step']:.0f}"]
+                       for o in p[n]["top_ops"]])
 
 
 if __name__ == "__main__":

@@ -185,7 +185,8 @@ def run(quick: bool = False) -> dict:
           "1.00x", "", f"{med_first['minimal']:.2f} s", "", ""]],
         caption=f"Both tables hold {ADAPTERS} rows at the measured frame, which shows at least {MIN_VISIBLE} of them "
                 f"(ours showed {min(r['shown'] for r in results['ours'])}-{max(r['shown'] for r in results['ours'])}, "
-                f"minimal {min(r['shown'] for r in results['minimal'])}-{max(r['shown'] for r in results['minimal'])}). "
+                f"minimal {min(r['shown'] for r in results['minimal'])}-"
+                f"{max(r['shown'] for r in results['minimal'])}). "
                 f"'first frame' = the first frame with the table widget, rows or not. torch imported before the frame: "
                 f"{'yes' if torch_seen else 'no'}; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end")
     result = {"quick": quick, "runs": runs, "versions": VERSIONS, "rows": ADAPTERS, "min_visible": MIN_VISIBLE,

@@ -124,7 +124,8 @@ def test_saved_datasetdict_keeps_its_splits(tmp_path):
     assert s.label_names == ["negative", "positive"]
     assert list(s.train["label"]) == [i % 2 for i in range(20)]
     # A test split whose labels are hidden (-1, as on the hub) is cut from train instead.
-    datasets.DatasetDict({"train": part(40), "validation": part(6), "test": part(4, hidden=True)}).save_to_disk(tmp_path / "hidden")
+    hidden = datasets.DatasetDict({"train": part(40), "validation": part(6), "test": part(4, hidden=True)})
+    hidden.save_to_disk(tmp_path / "hidden")
     s = load_splits(cfg(tmp_path / "hidden", text_column="sentence"), "classification")
     assert s.sizes == {"train": 36, "dev": 6, "test": 4}
 

@@ -218,7 +218,7 @@ def test_concurrent_put_rm_gc_verify_export_from_many_processes(tmp_path: Path):
             s.put(src, "a")
     procs = []
     for role, (count, ops) in ROLES.items():
-        for k in range(count):
+        for _ in range(count):
             procs.append(_python(WORKER, role, str(root), str(len(procs) + 1), str(ops),
                                  str(out_dir), *srcs))
 

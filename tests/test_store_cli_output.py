@@ -31,7 +31,8 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ADAPTERS_HOME", str(home))
     s = Store(home)
-    for i, (name, metrics, epochs) in enumerate([("rt-lora", METRICS, 1), ("chat-lora", {"test": {"perplexity": 11.17}}, 2),
+    for i, (name, metrics, epochs) in enumerate([("rt-lora", METRICS, 1),
+                                                 ("chat-lora", {"test": {"perplexity": 11.17}}, 2),
                                                  ("rt-lora", {"test": {"f1_macro": 0.7555}}, 3)]):
         src = make_adapter_dir(tmp_path / "src" / str(i), payload=str(i).encode() * 50)
         s.put(src, name, metrics=metrics,

@@ -16,8 +16,7 @@ ADAPTERS = Path(sys.executable).parent / "adapters"  # the console script of thi
 
 def _run(stdin) -> subprocess.CompletedProcess:
     # The timeout is the test: a TUI that waits for a terminal never returns by itself.
-    return subprocess.run([str(ADAPTERS), "tui"], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=60)
+    return subprocess.run([str(ADAPTERS), "tui"], stdin=stdin, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.timeout(90)

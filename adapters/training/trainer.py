@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,28 @@ from adapters.evaluation.metrics import METRIC_DIRECTIONS
 from adapters.tasks import TASKS
 from adapters.training.methods import attach
 from adapters.training.runs import EVENTS_FILE, RunLog
+
+@dataclass
+class LoopState:
+    """Where the loop is: saved with every checkpoint (``trainer.json``; the best weights so far,
+    ``best_state``, in ``state.pt``), so ``--resume`` continues from the same batch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already done
+    best: float | None = None  # the best dev value of the stopping metric so far
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the best one (early stopping's patience)
+    history: list[dict] = field(default_factory=list)
+    best_state: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "best_state"}
+
+    @classmethod
+    def from_json(cls, data: dict, best_state: dict | None) -> LoopState:
+        return cls(**data, best_state=best_state)
+
 
 @dataclass
 class TrainResult:
@@ -220,7 +243,7 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoint"
 
-    def save_checkpoint(self, state: dict) -> None:
+    def save_checkpoint(self, state: LoopState) -> None:
         """Staged in checkpoint.tmp, then swapped in through checkpoint.old: a kill at any point
         leaves a whole checkpoint in checkpoint/ or, between the two renames, in checkpoint.old/
         (the one the log's last ``checkpoint`` event names; see latest_checkpoint)."""
@@ -229,9 +252,9 @@ class Trainer:
         staging.mkdir(parents=True)
         unwrapped = self.accelerator.unwrap_model(self.model)
         torch.save({"trainable": _trainable_state(unwrapped), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "best_state": state.pop("best_state", None),
+                    "scheduler": self.scheduler.state_dict(), "best_state": state.best_state,
                     "torch_rng": torch.get_rng_state()}, staging / "state.pt")
-        (staging / "trainer.json").write_text(json.dumps(state))
+        (staging / "trainer.json").write_text(json.dumps(state.to_json()))
         old = self.run_dir / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.checkpoint_dir.exists():
@@ -239,7 +262,7 @@ class Trainer:
         os.replace(staging, self.checkpoint_dir)
         shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self) -> dict | None:
+    def load_checkpoint(self) -> LoopState | None:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return None
@@ -251,9 +274,7 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
-        state = json.loads((path / "trainer.json").read_text())
-        state["best_state"] = saved["best_state"]
-        return state
+        return LoopState.from_json(json.loads((path / "trainer.json").read_text()), saved["best_state"])
 
     # ---- the loop ------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -303,20 +324,19 @@ class Trainer:
     def _loop(self, log: RunLog, run_id: str) -> TrainResult:
         cfg, t = self.cfg, self.cfg.training
         stopping = t.early_stopping
-        state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "best_step": None,
-                 "bad_evals": 0, "history": [], "best_state": None}
+        state = LoopState()
         if self.resume:
             saved = self.load_checkpoint()
             if saved:
                 state = saved
         log.write("start", run_id=run_id, name=cfg.name, total_steps=self.total_steps,
-                  steps_per_epoch=self.steps_per_epoch, resumed_from=state["step"] if self.resume else None,
+                  steps_per_epoch=self.steps_per_epoch, resumed_from=state.step if self.resume else None,
                   sizes=self.splits.sizes, class_balance=self.splits.class_balance,
                   labels=self.splits.label_names, config=cfg.model_dump(mode="json"), device=self.plan.device,
                   pid=os.getpid(), host=socket.gethostname())
         from adapters.training.progress import TrainProgress
 
-        progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state["step"])
+        progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state.step)
         model, train = self.model, self.tokenized["train"]
         columns = [c for c in train.column_names if c != "length"]
         model.train()
@@ -324,10 +344,10 @@ class Trainer:
         tokens_since, time_since = 0, time.perf_counter()
         loss_sum, loss_count = 0.0, 0
         with progress:
-            while not stop and state["step"] < self.total_steps:
-                batches = self._batches(state["epoch"])
+            while not stop and state.step < self.total_steps:
+                batches = self._batches(state.epoch)
                 for b, idx in enumerate(batches):
-                    if b < state["batch_in_epoch"]:
+                    if b < state.batch_in_epoch:
                         continue  # resuming mid-epoch: the order is seeded, so skip what was done
                     rows = train.select(idx).select_columns(columns)
                     batch = self.collator([rows[i] for i in range(len(rows))])
@@ -342,15 +362,15 @@ class Trainer:
                         self.optimizer.zero_grad()
                     tokens_since += int(batch["attention_mask"].sum())
                     loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-                    state["batch_in_epoch"] = b + 1
+                    state.batch_in_epoch = b + 1
                     if not self.accelerator.sync_gradients:
                         continue
-                    state["step"] += 1
-                    step = state["step"]
+                    state.step += 1
+                    step = state.step
                     if step % t.log_every == 0 or step == self.total_steps:
                         elapsed = time.perf_counter() - time_since
                         mean_loss = loss_sum / max(loss_count, 1)
-                        log.write("step", step=step, epoch=round(state["epoch"] + (b + 1) / len(batches), 3),
+                        log.write("step", step=step, epoch=round(state.epoch + (b + 1) / len(batches), 3),
                                   loss=round(mean_loss, 5), lr=self.scheduler.get_last_lr()[0],
                                   tokens_per_s=round(tokens_since / max(elapsed, 1e-9), 1))
                         progress.update(step, loss=mean_loss, tokens_per_s=tokens_since / max(elapsed, 1e-9))
@@ -365,41 +385,40 @@ class Trainer:
                     if stop or step >= self.total_steps:
                         break
                 else:
-                    state["epoch"] += 1
-                    state["batch_in_epoch"] = 0
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
         return self._finish(log, run_id, state)
 
-    def _after_eval(self, log: RunLog, state: dict, stopping, end_of_epoch: bool) -> bool:
+    def _after_eval(self, log: RunLog, state: LoopState, stopping, end_of_epoch: bool) -> bool:
         """Evaluate on dev, keep the best adapter weights, checkpoint, and say whether to stop."""
         metrics = self._evaluate("dev")
         metric = stopping.metric if stopping else TASKS[self.cfg.task].default_metric
         mode = stopping.mode if stopping else METRIC_DIRECTIONS.get(metric, "max")
         value = metrics.get(metric)
-        improved = state["best"] is None or (value is not None and (value > state["best"] if mode == "max" else value < state["best"]))
+        improved = state.best is None or (
+            value is not None and (value > state.best if mode == "max" else value < state.best))
         if improved:
-            state.update(best=value, best_step=state["step"], bad_evals=0,
-                         best_state=_trainable_state(self.accelerator.unwrap_model(self.model)))
+            state.best, state.best_step, state.bad_evals = value, state.step, 0
+            state.best_state = _trainable_state(self.accelerator.unwrap_model(self.model))
         else:
-            state["bad_evals"] += 1
-        state["history"].append({"step": state["step"], metric: value})
-        log.write("eval", split="dev", step=state["step"], epoch=state["epoch"] + (1 if end_of_epoch else 0),
+            state.bad_evals += 1
+        state.history.append({"step": state.step, metric: value})
+        log.write("eval", split="dev", step=state.step, epoch=state.epoch + (1 if end_of_epoch else 0),
                   metrics=_headline(metrics), best=improved)
-        if end_of_epoch:
-            state_for_disk = dict(state, epoch=state["epoch"] + 1, batch_in_epoch=0)
-        else:
-            state_for_disk = dict(state)
-        self.save_checkpoint(state_for_disk)
-        log.write("checkpoint", step=state["step"])
-        return bool(stopping and state["bad_evals"] >= stopping.patience)
+        # At an epoch's end a resumed run starts the next epoch.
+        self.save_checkpoint(dataclasses.replace(state, epoch=state.epoch + 1, batch_in_epoch=0)
+                             if end_of_epoch else state)
+        log.write("checkpoint", step=state.step)
+        return bool(stopping and state.bad_evals >= stopping.patience)
 
-    def _finish(self, log: RunLog, run_id: str, state: dict) -> TrainResult:
+    def _finish(self, log: RunLog, run_id: str, state: LoopState) -> TrainResult:
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if state.get("best_state") is not None:
-            _load_trainable_state(unwrapped, state["best_state"])
+        if state.best_state is not None:
+            _load_trainable_state(unwrapped, state.best_state)
         dev = self._evaluate("dev")
         test = self._evaluate("test") if len(self.tokenized["test"]) else {}
-        log.write("eval", split="test", step=state["step"], metrics=_headline(test))
-        metrics = {"dev": dev, "test": test, "best_step": state["best_step"], "steps": state["step"]}
+        log.write("eval", split="test", step=state.step, metrics=_headline(test))
+        metrics = {"dev": dev, "test": test, "best_step": state.best_step, "steps": state.step}
         lineage = self.lineage(run_id, metrics)
         save_adapter(unwrapped, self.output_dir, lineage)
         return TrainResult(self.cfg.name, run_id, self.output_dir, self.run_dir, metrics, lineage=lineage)

@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-reliability test-latest lock doctor bench clean
+.PHONY: install demo lint test test-reliability test-latest lock doctor bench clean
 
 install: $(STAMP)
 
@@ -30,7 +30,13 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP)
 	$(PY) -m adapters.cli.demo
 
-test: $(STAMP)
+# Lint rules (pyproject.toml [tool.ruff]) and the import contracts between the layers
+# ([tool.importlinter]); `make test` runs them first, so a broken layer fails before the slow part.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) lint
 	$(PY) $(PYTEST)
 
 # Faults, races, hostile input and a short load run (SIGKILL during puts, concurrent writers and

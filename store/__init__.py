@@ -6,7 +6,7 @@
     s.tag(v.ref, "prod"); s.resolve("sentiment@prod").path
 """
 
-from adapters_store.core import Store, default_root
+from adapters_store.core import Store, default_root, epoch_seconds
 from adapters_store.errors import (
     AliasInUse,
     AlreadyStored,
@@ -51,5 +51,6 @@ __all__ = [
     "check_alias",
     "check_name",
     "default_root",
+    "epoch_seconds",
     "parse_ref",
 ]

@@ -42,7 +42,7 @@ from adapters_store.errors import (
 )
 from adapters_store.locks import LockTimeout, OwnerLock, ProcessLock, SharedLock
 from adapters_store.maintenance import Maintenance
-from adapters_store.model import Version
+from adapters_store.model import Version, lineage_label
 from adapters_store.queries import alias_hint, load_versions, prefixed, resolve_row
 from adapters_store.refs import LATEST, check_alias, check_name, parse_ref
 
@@ -60,6 +60,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def epoch_seconds(value: str | float | int | None) -> float | None:
+    """Epoch seconds from a time the store records (``created``: ISO 8601 in UTC, as ``_now``
+    writes it) or from a number already in seconds; None for a missing or unreadable value.
+    A time without a zone is read as UTC, the zone the store writes in."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
 def _json(value: Any, what: str) -> str:
     try:
         return json.dumps(value if value is not None else {})  # keeps the caller's key order
@@ -67,13 +84,6 @@ def _json(value: Any, what: str) -> str:
         raise InvalidMetadata(
             f"{what} cannot be stored as JSON: {exc}",
             hint=f"pass {what} as a dict of str, numbers, lists and dicts") from None
-
-
-def _kind(lineage: dict, key: str, inner: str) -> str | None:
-    value = lineage.get(key)
-    if isinstance(value, dict):
-        value = value.get(inner)
-    return str(value) if isinstance(value, (str, int, float)) else None
 
 
 class Store(Maintenance):
@@ -359,8 +369,8 @@ class Store(Maintenance):
                     " run_id, base, method, task, lineage, metrics, size_bytes)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, number, digest, created, parent_ref, parent_digest, run_id,
-                     _kind(lineage, "base", "id"), _kind(lineage, "method", "kind"),
-                     _kind(lineage, "task", "kind"), lineage_json, metrics_json, size_bytes))
+                     lineage_label(lineage, "base", "id"), lineage_label(lineage, "method", "kind"),
+                     lineage_label(lineage, "task", "kind"), lineage_json, metrics_json, size_bytes))
                 db.executemany(
                     "INSERT INTO files (version_id, relpath, sha256, size) VALUES (?, ?, ?, ?)",
                     [(cur.lastrowid, rel, f["sha256"], f["size"]) for rel, f in files.items()])

@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _get_kind(lineage: dict, key: str, inner: str) -> str | None:
+def lineage_label(lineage: dict, key: str, inner: str) -> str | None:
+    """A lineage's base, method or task as text (``lineage[key][inner]``, or ``lineage[key]``
+    itself when it is a plain value). The index stores this to filter on and a Version shows it,
+    so ``list(base=...)`` matches exactly the versions whose ``base`` reads so."""
     value = lineage.get(key)
     if isinstance(value, dict):
         value = value.get(inner)
-    return value if isinstance(value, str) else None
+    return str(value) if isinstance(value, (str, int, float)) else None
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,15 @@ class Version:
 
     @property
     def base(self) -> str | None:
-        return _get_kind(self.lineage, "base", "id")
+        return lineage_label(self.lineage, "base", "id")
 
     @property
     def method(self) -> str | None:
-        return _get_kind(self.lineage, "method", "kind")
+        return lineage_label(self.lineage, "method", "kind")
 
     @property
     def task(self) -> str | None:
-        return _get_kind(self.lineage, "task", "kind")
+        return lineage_label(self.lineage, "task", "kind")
 
     def to_dict(self) -> dict[str, Any]:
         return {

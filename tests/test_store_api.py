@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from adapters_store import (
     StoreError,
     StoreVersionError,
     Version,
+    epoch_seconds,
 )
 from adapters_store.files import content_digest
 from adapters_store.schema import SCHEMA_VERSION
@@ -150,6 +152,17 @@ def test_version_object(store: Store, tmp_path: Path):
     assert store.resolve("gen") == v
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.number = 2
+
+
+def test_created_reads_back_as_epoch_seconds(store: Store, tmp_path: Path):
+    """``created`` is ISO 8601 in UTC; ``epoch_seconds`` is its one reader (the TUI's ages, the
+    server's model cards)."""
+    before = time.time()
+    v = store.put(adapter(tmp_path, "a"), "t")
+    assert before - 1 <= epoch_seconds(v.created) <= time.time() + 1
+    assert epoch_seconds("2024-05-01T12:30:00.000Z") == epoch_seconds("2024-05-01T12:30:00") == 1714566600.0
+    assert epoch_seconds(12.5) == 12.5
+    assert epoch_seconds(None) is None and epoch_seconds("") is None and epoch_seconds("yesterday") is None
 
 
 def test_lineage_given_wins_and_is_indexed(store: Store, tmp_path: Path):

@@ -143,8 +143,8 @@ def test_resume_picks_only_a_run_of_the_same_name(tiny_bert, data_csv, tmp_path,
     """An interrupted run of ``sig-int`` is not a run of ``sig``: resuming ``sig`` must not take it
     (it would store sig-int's weights as sig@1)."""
     from adapters.cli.main import main
-    from adapters.cli.train import _latest_unfinished_run
     from adapters.training import trainer
+    from adapters.training.runs import latest_unfinished_run
 
     real_after_eval = trainer.Trainer._after_eval
     calls = []
@@ -168,9 +168,9 @@ def test_resume_picks_only_a_run_of_the_same_name(tiny_bert, data_csv, tmp_path,
     assert _store_names(_isolated_home) == []
     assert list((_isolated_home / "runs").iterdir()) == [run]
     # The run is still there for its own name, dashes and all.
-    assert _latest_unfinished_run("sig-int", _isolated_home) == run
-    assert _latest_unfinished_run("sig", _isolated_home) is None
-    assert _latest_unfinished_run("int", _isolated_home) is None
+    assert latest_unfinished_run("sig-int", _isolated_home) == run
+    assert latest_unfinished_run("sig", _isolated_home) is None
+    assert latest_unfinished_run("int", _isolated_home) is None
 
 
 # ------------------------------------------------------------------------------ training input
@@ -457,7 +457,7 @@ def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv
     """Training ends, then the store cannot take the version (here its database path is a
     directory): a hinted error, no version, and the run's log ends as failed, so it is neither
     listed as a finished result nor lost for --resume. A stored run's log ends finished, with its ref."""
-    from adapters.cli.train import _latest_unfinished_run
+    from adapters.training.runs import latest_unfinished_run
     from adapters_tui.runs import RunWatcher
 
     home = tmp_path / "home"
@@ -478,7 +478,7 @@ def test_a_store_failure_after_training_marks_the_run_failed(tiny_bert, data_csv
     watcher = RunWatcher(home / "runs")
     watcher.poll()
     assert watcher.runs[run.name].status == "failed"
-    assert _latest_unfinished_run("unstored", home) == run
+    assert latest_unfinished_run("unstored", home) == run
 
 
 def test_a_stored_run_logs_finished_with_its_ref(tiny_bert, data_csv, _isolated_home):

@@ -22,6 +22,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
+from adapters.training.runs import runs_dir
 from adapters_store import default_root
 from adapters_tui.modals import ConfirmModal, ErrorModal, HelpScreen, describe_error
 from adapters_tui.widgets import Deferred
@@ -122,7 +123,7 @@ class AdaptersApp(App):
                  server_url: str | None = None, api_key: str | None = None, poll_interval: float = 0.5):
         super().__init__()
         self.store_root = Path(store_root).expanduser() if store_root else default_root()
-        self.runs_dir = self.store_root / "runs"
+        self.runs_dir = runs_dir(self.store_root)
         self.configs_dir = Path(configs_dir) if configs_dir else default_configs_dir()
         self.clock = clock
         self.cursor_blink = cursor_blink

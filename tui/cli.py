@@ -1,5 +1,5 @@
-"""``adapters tui``: the command that opens the terminal UI. Imports only typer here; the app
-loads when the command runs."""
+"""``adapters tui``: the command that opens the terminal UI. Imports only typer (and the core's
+shared options) here; the app loads when the command runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import typer
 
+from adapters.cli.options import StoreOpt
+
 
 def tui(
-    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
-                                         "the user data dir).", show_default=False),
+    store: Path | None = StoreOpt,
     configs: Path | None = typer.Option(None, "--configs", help="Directory of training configs "
                                            "(default: ./configs)."),
     connect: str | None = typer.Option(None, "--connect", help="Connect the playground to a running "

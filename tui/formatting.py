@@ -6,37 +6,13 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-
-def human_size(n: int | float | None) -> str:
-    if n is None:
-        return ""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def parse_time(value: str | float | int | None) -> float | None:
-    """Epoch seconds from an ISO 8601 string (the store's ``created``) or a number."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = value.strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+from adapters.sizes import human_size as human_size  # with the rest of the TUI's text helpers
+from adapters_store import epoch_seconds
 
 
 def age(value: str | float | None, now: float) -> str:
     """How long ago, coarsely: "just now", "5 min ago", "3 h ago", "2 d ago", else the date."""
-    then = parse_time(value)
+    then = epoch_seconds(value)
     if then is None:
         return ""
     seconds = now - then
@@ -55,7 +31,7 @@ def age(value: str | float | None, now: float) -> str:
 
 def timestamp(value: str | float | None) -> str:
     """An absolute UTC time to the second, e.g. "2024-05-01 12:30:00"."""
-    then = parse_time(value)
+    then = epoch_seconds(value)
     if then is None:
         return ""
     return datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%d %H:%M:%S")

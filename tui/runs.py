@@ -1,6 +1,6 @@
 """Training runs seen through their JSONL event logs, and training launched as a subprocess.
 
-A run is a directory under ``<store>/runs/`` holding ``events.jsonl`` (see adapters/runlog.py):
+A run is a directory under ``<store>/runs/`` holding ``events.jsonl`` (see adapters/training/runs.py):
 ``start``, ``step``, ``eval``, ``checkpoint`` and ``end`` events. Runs the TUI starts and runs
 started from the CLI look the same on disk, so both are watched the same way: by tailing the log.
 A run refused for bad input leaves no directory, so it is never listed; one that failed after it
@@ -18,12 +18,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EVENTS = "events.jsonl"
+from adapters.training.runs import EVENTS_FILE, RunLog, new_run_id, read_events
+
 # A run with no ``end`` event whose log has been silent this long is shown as stalled: its process
 # was probably killed (SIGKILL leaves no end event). It turns back to running if the log moves.
 STALL_AFTER_S = 600.0
@@ -196,7 +195,7 @@ class RunWatcher:
             run = self.runs.get(run_dir.name)
             if run is None:
                 run = self.runs[run_dir.name] = RunState(run_dir.name, run_dir)
-                self._tails[run_dir.name] = LogTail(run_dir / EVENTS)
+                self._tails[run_dir.name] = LogTail(run_dir / EVENTS_FILE)
             run.owned = run.owned or owned
             return run
 
@@ -213,9 +212,9 @@ class RunWatcher:
     def _poll(self) -> list[RunState]:
         if self.runs_dir.is_dir():
             for entry in sorted(self.runs_dir.iterdir()):
-                if entry.name not in self.runs and (entry / EVENTS).is_file():
+                if entry.name not in self.runs and (entry / EVENTS_FILE).is_file():
                     self.runs[entry.name] = RunState(entry.name, entry)
-                    self._tails[entry.name] = LogTail(entry / EVENTS)
+                    self._tails[entry.name] = LogTail(entry / EVENTS_FILE)
         changed: dict[str, RunState] = {}
         for run_id, tail in self._tails.items():
             run = self.runs[run_id]
@@ -252,9 +251,8 @@ class RunWatcher:
 
 
 def new_run_dir(runs_dir: Path, name: str, now: float | None = None) -> Path:
-    """A fresh run directory named like the CLI's (``--resume`` finds runs by this pattern)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
-    return Path(runs_dir) / f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
+    """A fresh run directory named like the CLI's, so ``--resume`` finds it."""
+    return Path(runs_dir) / new_run_id(name, now)
 
 
 def train_command(config: Path, overrides: list[str], run_dir: Path, store_root: Path | None) -> list[str]:
@@ -335,9 +333,7 @@ class TrainingProcess:
     def _end_log(self, status: str, error: str) -> None:
         """A run that started (it has a log) but died before logging its ``end`` gets one, so the
         log, and every reader of it, is final. A run refused for bad input has no log: none is made."""
-        from adapters.training.runs import RunLog, read_events
-
-        path = self.run_dir / EVENTS
+        path = self.run_dir / EVENTS_FILE
         if not path.is_file():
             return
         events = read_events(path)
@@ -356,12 +352,10 @@ class TrainingProcess:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
             self.process.wait()
-            from adapters.training.runs import RunLog, read_events
-
             # Killed, it could not log its end; record it so the log (and every reader) is final.
-            events = read_events(self.run_dir / EVENTS)
+            events = read_events(self.run_dir / EVENTS_FILE)
             if not events or events[-1].get("event") != "end":
-                RunLog(self.run_dir / EVENTS).write(
+                RunLog(self.run_dir / EVENTS_FILE).write(
                     "end", status="cancelled", error=f"killed: no answer to the interrupt within {grace_s:g} s")
 
     def _signal(self, signum: int) -> None:

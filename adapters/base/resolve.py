@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.errors import BaseModelError
+from adapters.pathlike import looks_like_path
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def resolve_base(name: str) -> ResolvedBase:
             raise BaseModelError(f"{path} has no config.json, so it is not a model directory",
                                  "point `base:` at a directory written by save_pretrained")
         return ResolvedBase(id=str(path.resolve()), path=str(path.resolve()))
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if path.exists() or looks_like_path(name, hub_ids=True):
         raise BaseModelError(f"base model path not found: {name}",
                              "built-in bases: " + ", ".join(BUILTINS) + "; or pass a model directory")
     revision = None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from adapters.cli.options import JsonOpt, StoreOpt
 from adapters.errors import UsageError
 
 
@@ -32,9 +33,8 @@ def merge_cmd(
     density: float | None = typer.Option(None, "--density", help="ties / dare: share of each adapter's "
                                             "values kept, in (0, 1] (default 0.5)."),
     seed: int = typer.Option(0, "--seed", help="Seed for dare's random drop (recorded in the lineage)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
-    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
-                                         "the user data dir).", show_default=False),
+    as_json: bool = JsonOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Merge adapters of one base, method and task into a new stored version."""
     from adapters.combine.merge import check_options, merge

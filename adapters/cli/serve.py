@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.cli.options import StoreOpt
 from adapters.config import ComputeDtypeKind, QuantKind
 
 
@@ -145,8 +146,7 @@ def serve(
     api_key: str | None = typer.Option(None, "--api-key", envvar="ADAPTERS_API_KEY", show_envvar=True,
                                           help="Require 'Authorization: Bearer KEY' on /v1."),
     config: Path | None = typer.Option(None, "--config", help="A serve config (YAML)."),
-    store: Path | None = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
-                                         "the user data dir).", show_default=False),
+    store: Path | None = StoreOpt,
     served_name: str | None = typer.Option(None, "--served-name", help="The base's model name in the API."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="Most tokens one completion may generate."),
     max_prompt_tokens: int | None = typer.Option(None, "--max-prompt-tokens", help="Longest prompt in tokens."),

@@ -1,12 +1,10 @@
 """Store commands of the ``adapters`` CLI: list, show, tag, untag, rm, diff, import, export, verify,
-gc, path. No torch here except inside ``import --allow-pickle``, which converts pickled weights,
-and ``export --merged``, which merges an adapter into its base."""
+gc, path. No torch here except inside ``import --allow-pickle``, which converts pickled weights
+(adapters.pickled), and ``export --merged``, which merges an adapter into its base."""
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,10 +12,8 @@ from typing import Any
 
 import typer
 
-StoreOpt = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME, else "
-                        "the user data dir).", show_default=False)
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
-VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+from adapters.cli.options import JsonOpt, StoreOpt
+from adapters.sizes import human_size
 
 
 def _store(path: Path | None, *, create: bool = False):
@@ -38,14 +34,6 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # `adapters list` columns, most important first: a narrow terminal drops them from the end.
 LIST_COLUMNS = ("ref", "metric", "aliases", "created", "method", "task", "base", "size", "digest")
 
@@ -59,7 +47,7 @@ def _list_rows(s, versions) -> list[dict[str, str]]:
         aliases = list(v.aliases) + (["latest"] if latest.get(v.name) == v.number else [])
         rows.append({"ref": v.ref, "metric": headline_text(v.metrics), "aliases": ",".join(aliases),
                      "created": v.created[:16].replace("T", " "), "method": v.method or "",
-                     "task": v.task or "", "base": v.base or "", "size": _size(v.size_bytes),
+                     "task": v.task or "", "base": v.base or "", "size": human_size(v.size_bytes),
                      "digest": v.digest[7:19]})
     return rows
 
@@ -111,23 +99,24 @@ def list_cmd(
             typer.echo(f"no adapters stored yet ({default_root().resolve()} holds no store); "
                        "train one with `adapters train configs/rt-minilm-lora.yaml`")
         return
-    if method is not None or task is not None:
-        from adapters.config import MethodKind, TaskKind
+    with s:
+        if method is not None or task is not None:
+            from adapters.config import MethodKind, TaskKind
 
-        everything = s.list()
-        _check_kind(method, "--method", get_args(MethodKind), {v.method for v in everything if v.method})
-        _check_kind(task, "--task", get_args(TaskKind), {v.task for v in everything if v.task})
-    versions = s.list(name=name, base=base, method=method, task=task, alias=alias)
-    if as_json:
-        _print_json([v.to_dict() for v in versions])
-        return
-    if not versions:
-        typer.echo(f"no versions in {s.root}" + (" match" if any((name, base, method, task, alias)) else ""))
-        return
-    terminal = sys.stdout.isatty()
-    if terminal:
-        typer.echo(f"{len(versions)} version(s) in {s.root}")
-    _print_columns(_list_rows(s, versions), LIST_COLUMNS, shutil.get_terminal_size().columns if terminal else None)
+            everything = s.list()
+            _check_kind(method, "--method", get_args(MethodKind), {v.method for v in everything if v.method})
+            _check_kind(task, "--task", get_args(TaskKind), {v.task for v in everything if v.task})
+        versions = s.list(name=name, base=base, method=method, task=task, alias=alias)
+        if as_json:
+            _print_json([v.to_dict() for v in versions])
+            return
+        if not versions:
+            typer.echo(f"no versions in {s.root}" + (" match" if any((name, base, method, task, alias)) else ""))
+            return
+        terminal = sys.stdout.isatty()
+        if terminal:
+            typer.echo(f"{len(versions)} version(s) in {s.root}")
+        _print_columns(_list_rows(s, versions), LIST_COLUMNS, shutil.get_terminal_size().columns if terminal else None)
 
 
 def _value(value: Any) -> str:
@@ -144,13 +133,14 @@ def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256
     """Show one version: ref, content id, lineage, metrics, files."""
     from adapters.evaluation.metrics import SPLIT_PREFERENCE
 
-    v = _store(store).resolve(ref)
+    with _store(store) as s:
+        v = s.resolve(ref)
     if as_json:
         _print_json(v.to_dict())
         return
     lines = [("ref", v.ref), ("digest", v.digest), ("aliases", ", ".join(v.aliases)),
              ("created", v.created[:19].replace("T", " ")), ("base", v.base), ("method", v.method),
-             ("task", v.task), ("size", _size(v.size_bytes)), ("parent", v.parent), ("run", v.run_id),
+             ("task", v.task), ("size", human_size(v.size_bytes)), ("parent", v.parent), ("run", v.run_id),
              ("path", str(v.path))]
     metrics = v.metrics or {}
     for split in (*SPLIT_PREFERENCE, *(k for k, x in metrics.items() if isinstance(x, dict)
@@ -167,7 +157,7 @@ def show(ref: str = typer.Argument(..., help="name, name@3, name@alias or sha256
     for key in ("data", "training"):
         if isinstance(config.get(key), dict):
             lines.append((key, "  ".join(f"{k}={_value(x)}" for k, x in config[key].items() if x is not None)))
-    lines.append(("files", "  ".join(f"{rel} ({_size(f['size'])})" for rel, f in sorted(v.files.items()))))
+    lines.append(("files", "  ".join(f"{rel} ({human_size(f['size'])})" for rel, f in sorted(v.files.items()))))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         if value:
@@ -182,13 +172,13 @@ def tag(ref: str = typer.Argument(..., help="The version to tag."),
     from adapters_store import RefNotFound, check_alias
 
     check_alias(alias)
-    s = _store(store)
-    target = s.resolve(ref)
-    try:
-        before = s.resolve(f"{target.name}@{alias}")
-    except (RefNotFound, ValueError):
-        before = None
-    v = s.tag(target.ref, alias)
+    with _store(store) as s:
+        target = s.resolve(ref)
+        try:
+            before = s.resolve(f"{target.name}@{alias}")
+        except (RefNotFound, ValueError):
+            before = None
+        v = s.tag(target.ref, alias)
     moved = f" (moved from {before.ref})" if before is not None and before.ref != v.ref else ""
     _console().print(f"{v.name}@{alias} -> {v.ref}{moved}")
 
@@ -197,7 +187,8 @@ def untag(ref: str = typer.Argument(..., help="The adapter name (or one version 
           alias: str = typer.Argument(..., help="The alias to remove."),
           store: Path | None = StoreOpt) -> None:
     """Remove an alias."""
-    v = _store(store).untag(ref, alias)
+    with _store(store) as s:
+        v = s.untag(ref, alias)
     _console().print(f"removed alias {alias} from {v.ref}")
 
 
@@ -205,7 +196,8 @@ def rm(ref: str = typer.Argument(..., help="The version to remove."),
        force: bool = typer.Option(False, "--force", help="Also remove it if it carries aliases."),
        store: Path | None = StoreOpt) -> None:
     """Remove a version (its number is never reused; `adapters gc` frees the space)."""
-    v = _store(store).remove(ref, force=force)
+    with _store(store) as s:
+        v = s.remove(ref, force=force)
     _console().print(f"removed {v.ref} ({v.digest[:19]}); run `adapters gc` to free unused blobs")
 
 
@@ -213,7 +205,8 @@ def diff(ref_a: str = typer.Argument(..., help="First version."),
          ref_b: str = typer.Argument(..., help="Second version."),
          as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Compare config, lineage, metrics and files of two versions."""
-    d = _store(store).diff(ref_a, ref_b)
+    with _store(store) as s:
+        d = s.diff(ref_a, ref_b)
     if as_json:
         _print_json(d)
         return
@@ -256,19 +249,21 @@ def import_cmd(
     """Import a PEFT adapter directory made elsewhere."""
     from adapters_store import AlreadyStored, PickleRefused
 
-    s = _store(store, create=True)
     existing = False
-    try:
+    with _store(store, create=True) as s:
         try:
-            v = s.import_dir(src, name, new_version=new_version)
-        except PickleRefused:
-            if not allow_pickle:
-                raise
-            with tempfile.TemporaryDirectory(prefix="adapters-import-") as tmp:
-                converted = convert_pickled(Path(src), Path(tmp) / "adapter")
-                v = s.import_dir(converted, name, new_version=new_version)
-    except AlreadyStored as exc:  # like a download into a cache: the copy already there
-        v, existing = exc.version, True
+            try:
+                v = s.import_dir(src, name, new_version=new_version)
+            except PickleRefused:
+                if not allow_pickle:
+                    raise
+                from adapters.pickled import convert_pickled
+
+                with tempfile.TemporaryDirectory(prefix="adapters-import-") as tmp:
+                    converted = convert_pickled(Path(src), Path(tmp) / "adapter")
+                    v = s.import_dir(converted, name, new_version=new_version)
+        except AlreadyStored as exc:  # like a download into a cache: the copy already there
+            v, existing = exc.version, True
     if as_json:
         _print_json({**v.to_dict(), "already_stored": existing})
         return
@@ -276,46 +271,7 @@ def import_cmd(
         _console().print(f"{src} is already stored as {v.ref} ({v.digest[:19]}); nothing "
                          f"imported (--new-version stores it again as a new version)")
         return
-    _console().print(f"imported {src} as {v.ref} ({v.digest[:19]}, {_size(v.size_bytes)})")
-
-
-def convert_pickled(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` with every adapter_model.bin replaced by adapter_model.safetensors
-    (``torch.load(weights_only=True)``, which refuses arbitrary objects)."""
-    from adapters_store import StoreError
-
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*"))
-    for path in sorted(dest.rglob("adapter_model.bin")):
-        import torch
-        from safetensors.torch import save_file
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError, RuntimeError ...
-            # torch's own text goes on to suggest weights_only=False, which would run the pickle's
-            # code: only the object it refused is passed on.
-            found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
-            what = f" (it holds {found[1]}, not only tensors)" if found else ""
-            raise StoreError(f"cannot load {path.relative_to(dest)} as plain weights{what}",
-                             hint="where the file is trusted, load the adapter with peft and re-save it "
-                             "with save_pretrained(..., safe_serialization=True)") from None
-        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor)
-                                                  for t in state.values()):
-            raise StoreError(f"{path.relative_to(dest)} is not a dict of tensors",
-                             hint="re-save the adapter with save_pretrained()")
-        out = path.with_suffix(".safetensors")
-        if not out.exists():
-            save_file({k: t.detach().contiguous().clone() for k, t in state.items()}, str(out),
-                      metadata={"format": "pt"})
-        path.unlink()
-    from adapters_store.files import PICKLE_SUFFIXES
-
-    left = sorted(str(p.relative_to(dest)) for p in dest.rglob("*")
-                  if p.name.lower().endswith(PICKLE_SUFFIXES))
-    if left:
-        raise StoreError(f"only adapter_model.bin can be converted; still pickled: "
-                         f"{', '.join(left)}", hint="remove those files or convert them yourself")
-    return dest
+    _console().print(f"imported {src} as {v.ref} ({v.digest[:19]}, {human_size(v.size_bytes)})")
 
 
 def export(ref: str = typer.Argument(..., help="The version to export."),
@@ -330,6 +286,7 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
                                        "a quantized base is dequantized first)."),
            store: Path | None = StoreOpt) -> None:
     """Copy a version out of the store as a plain PEFT directory (or, --merged, a full model)."""
+    from adapters.vllm_export import check_servable, vllm_command
     from adapters_store import StoreError
 
     if fmt not in ("peft", "vllm"):
@@ -339,37 +296,22 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
             raise StoreError("--merged writes a full model; --format vllm and --lora-name are for "
                              "adapter exports", hint="drop --format / --lora-name, or drop --merged")
         return _export_merged(ref, dest, store)
-    s = _store(store)
-    v = s.resolve(ref)
-    config = _stored_config(s, v) if fmt == "vllm" else {}
-    if fmt == "vllm" and str(config.get("peft_type", "")).upper() != "LORA":
-        raise StoreError(f"{v.ref} is a {config.get('peft_type') or v.method} adapter; vLLM "
-                         "serves LoRA adapters only", hint="use --format peft for other methods")
-    out = s.export(v.ref, dest).resolve()
+    with _store(store) as s:
+        v = s.resolve(ref)
+        config = _stored_config(s, v) if fmt == "vllm" else {}
+        if fmt == "vllm":
+            check_servable(v.ref, v.method, config)
+        out = s.export(v.ref, dest).resolve()
     console = _console()
     console.print(f"exported {v.ref} to {out}")
     if fmt == "vllm":
-        name = lora_name or v.name
-        from adapters.base.resolve import BUILTINS
+        from rich.text import Text
 
-        builtin = BUILTINS.get(v.base or "")
-        # A built-in base's own files are a local (and for SmolLM2 a dequantized GGUF) copy that
-        # vLLM cannot load by name: it gets the hub model the copy was made from.
-        base = builtin.hub_id if builtin else config.get("base_model_name_or_path") or v.base or "BASE_MODEL"
-        if builtin:
-            console.print(f"note: {v.ref} was trained on the built-in base {builtin.name}, made from "
-                          f"{builtin.hub_id}; vLLM loads that model from the hub")
-        module = f"{name}={out}"
-        extra = ""
-        rank = int(config.get("r") or 0)
-        if rank > 16:
-            extra = f" --max-lora-rank {next((r for r in VLLM_RANKS if r >= rank), rank)}"
-        if config.get("modules_to_save"):
-            console.print(f"[yellow]note:[/] modules_to_save {config['modules_to_save']} (e.g. a "
-                          "classifier head) are not applied by vLLM")
-        typer.echo(f"--lora-modules {shlex.quote(module)}")
-        typer.echo(f"vllm serve {shlex.quote(base)} --enable-lora --lora-modules "
-                   f"{shlex.quote(module)}{extra}")
+        command = vllm_command(v.ref, v.base, config, out, lora_name or v.name)
+        for note in command.notes:
+            console.print(Text("note: ", style="yellow") + Text(note))
+        typer.echo(command.lora_modules)
+        typer.echo(command.command)
 
 
 def _stored_config(s, v) -> dict:
@@ -406,12 +348,12 @@ def verify(ref: str | None = typer.Argument(None, help="One version; default: th
     """Re-hash stored files; exit 1 if any is missing or corrupted."""
     from rich.table import Table
 
-    s = _store(store)
-    problems = s.verify(ref)
+    with _store(store) as s:
+        root, problems = s.root, s.verify(ref)
     if as_json:
         _print_json([p.to_dict() for p in problems])
     elif not problems:
-        _console().print(f"ok: {ref or s.root} verified, no problems")
+        _console().print(f"ok: {ref or root} verified, no problems")
     else:
         table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
         for col in ("kind", "path", "message"):
@@ -426,30 +368,31 @@ def verify(ref: str | None = typer.Argument(None, help="One version; default: th
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
        as_json: bool = JsonOpt, store: Path | None = StoreOpt) -> None:
     """Delete blobs no version uses and debris of crashed writers."""
-    s = _store(store)
-    plan = s.gc(dry_run=True)
-    if as_json:
-        if not dry_run and plan.files:
-            plan = s.gc(dry_run=False)
-        data = plan.to_dict()
-        data["dry_run"] = dry_run
-        _print_json(data)
-        return
-    console = _console()
-    console.print(f"gc plan: {_size(plan.bytes)} in {len(plan.files)} path(s)")
-    for p in plan.files:
-        console.print(f"  {plan.kinds.get(str(p), ''):5} {p}")
-    if dry_run or not plan.files:
-        console.print("dry run: nothing removed" if dry_run else "nothing to remove")
-        return
-    done = s.gc(dry_run=False)
-    console.print(f"removed {len(done.files)} path(s), freed {_size(done.bytes)}")
+    with _store(store) as s:
+        plan = s.gc(dry_run=True)
+        if as_json:
+            if not dry_run and plan.files:
+                plan = s.gc(dry_run=False)
+            data = plan.to_dict()
+            data["dry_run"] = dry_run
+            _print_json(data)
+            return
+        console = _console()
+        console.print(f"gc plan: {human_size(plan.bytes)} in {len(plan.files)} path(s)")
+        for p in plan.files:
+            console.print(f"  {plan.kinds.get(str(p), ''):5} {p}")
+        if dry_run or not plan.files:
+            console.print("dry run: nothing removed" if dry_run else "nothing to remove")
+            return
+        done = s.gc(dry_run=False)
+        console.print(f"removed {len(done.files)} path(s), freed {human_size(done.bytes)}")
 
 
 def path(ref: str = typer.Argument(..., help="The version."),
          store: Path | None = StoreOpt) -> None:
     """Print the version's PEFT directory."""
-    typer.echo(str(_store(store).path(ref)))
+    with _store(store) as s:
+        typer.echo(str(s.path(ref)))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,50 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from adapters.cli.options import JsonOpt, StoreOpt
 from adapters.errors import UsageError
+from adapters.training.runs import EVENTS_FILE, latest_unfinished_run
 
 console = Console(highlight=False)
-# trainer.new_run_id: a UTC timestamp, the adapter name (which may contain dashes), 6 hex digits.
-RUN_ID = re.compile(r"\d{8}-\d{6}-(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)-[0-9a-f]{6}")
 
 SET_HELP = "Override a config key, e.g. --set training.epochs=2 (repeatable)."
-STORE_OPTION = typer.Option(None, "--store", help="Store directory (default: $ADAPTERS_HOME).",
-                            show_default=False)
-
-
-def _run_name(run: Path, events: list[dict]) -> str | None:
-    """The adapter name a run trains: its start event's, else the one in its id
-    (``YYYYmmdd-HHMMSS-<name>-<6 hex>``, see trainer.new_run_id); None for a foreign directory."""
-    for event in events:
-        if event.get("event") == "start" and event.get("name"):
-            return str(event["name"])
-    match = RUN_ID.fullmatch(run.name)
-    return match.group("name") if match else None
-
-
-def _latest_unfinished_run(name: str, store: Path | None) -> Path | None:
-    """The newest run of ``name`` with a checkpoint that did not finish: killed, cancelled, or
-    failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory.
-    Names may hold dashes, so a run id is matched on its whole name, never as a substring: ``sig``
-    must not pick up a run of ``sig-int``."""
-    from adapters.training.runs import read_events, runs_dir
-    from adapters.training.trainer import latest_checkpoint
-
-    candidates = sorted(runs_dir(store).glob(f"*-{name}-*"), reverse=True)
-    for run in candidates:
-        events = read_events(run / "events.jsonl")
-        if _run_name(run, events) != name:
-            continue
-        ends = [e for e in events if e["event"] == "end"]
-        if latest_checkpoint(run) is not None and not (ends and ends[-1].get("status") == "finished"):
-            return run
-    return None
 
 
 def print_metrics(result_metrics: dict, title: str) -> None:
@@ -65,8 +33,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the last interrupted run of this config."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (event log, checkpoints)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    store: Path | None = STORE_OPTION,
+    as_json: bool = JsonOpt,
+    store: Path | None = StoreOpt,
     no_store: bool = typer.Option(False, "--no-store", help="Do not add the result to the store."),
 ) -> None:
     """Train a LoRA or prefix adapter from a YAML config and store it as a new version."""
@@ -76,7 +44,7 @@ def train(
     overrides = list(set_) + ([f"name={name}"] if name else [])
     cfg = _as_config(config, overrides)
     if resume and run_dir is None:
-        run_dir = _latest_unfinished_run(cfg.name, store)
+        run_dir = latest_unfinished_run(cfg.name, store)
         if run_dir is None:
             raise UsageError(f"no interrupted run of '{cfg.name}' to resume",
                              "start it without --resume, or pass --run-dir of the run")
@@ -84,9 +52,9 @@ def train(
             and not (output / "adapter_config.json").is_file():
         raise UsageError(f"--output {output} exists and is not an adapter directory",
                          "choose a new or empty directory")
-    result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or json_out),
+    result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or as_json),
                           store=not no_store, store_root=store)
-    if json_out:
+    if as_json:
         print(json.dumps({"name": result.name, "run_id": result.run_id, "output": str(result.output_dir),
                           "ref": result.ref, "digest": result.digest, "metrics": result.metrics}, default=str))
         return
@@ -99,7 +67,7 @@ def train(
     if result.ref:
         console.print(f"stored as [bold]{result.ref}[/] ({result.digest[:19]}…)")
     console.print(f"adapter directory: {result.output_dir}")
-    console.print(f"run log: {result.run_dir / 'events.jsonl'}")
+    console.print(f"run log: {result.run_dir / EVENTS_FILE}")
 
 
 def evaluate_cmd(
@@ -108,8 +76,8 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="train, dev, test, or all."),
     set_: list[str] = typer.Option([], "--set", help="Override data keys, e.g. --set data.text_column=review."),
     base: str | None = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
-    json_out: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
-    store: Path | None = STORE_OPTION,
+    as_json: bool = JsonOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Score a trained adapter on any dataset."""
     from adapters.evaluation.score import score_adapter
@@ -117,7 +85,7 @@ def evaluate_cmd(
     if split not in ("train", "dev", "test", "all"):
         raise UsageError(f"unknown split '{split}'", "use train, dev, test or all")
     metrics = score_adapter(adapter, data=data, split=split, overrides=list(set_), base=base, store_root=store)
-    if json_out:
+    if as_json:
         print(json.dumps(metrics, default=str))
         return
     from adapters.evaluation.metrics import metrics_table
@@ -130,8 +98,8 @@ def predict(
     inputs: list[str] = typer.Argument(..., help="Texts to classify, prompts to answer, or sentences to tag."),
     base: str | None = typer.Option(None, "--base", help="Base model (default: the one it was trained on)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="For generation adapters."),
-    json_out: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
-    store: Path | None = STORE_OPTION,
+    as_json: bool = JsonOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Run an adapter on a few inputs."""
     from adapters.api import load
@@ -141,7 +109,7 @@ def predict(
     task = TASKS[loaded.task]
     kwargs = {"max_new_tokens": max_new_tokens} if task.generative else {}
     outputs = loaded.predict(list(inputs), **kwargs)
-    if json_out:
+    if as_json:
         print(json.dumps(outputs, default=str))
         return
     for text, out in zip(inputs, outputs):
@@ -153,14 +121,14 @@ def predict(
             console.print(" ".join(w if t == "O" else f"[bold]{w}[/]/{t}" for w, t in out))
 
 
-def models(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def models(as_json: bool = JsonOpt) -> None:
     """List built-in offline bases and what is converted in the cache."""
     from rich.table import Table
 
     from adapters.base.resolve import cache_dir, list_builtins
 
     rows = list_builtins()
-    if json_out:
+    if as_json:
         print(json.dumps({"builtins": rows, "cache": str(cache_dir())}))
         return
     table = Table(title="built-in bases (any HF id, local directory or .gguf file also works)")

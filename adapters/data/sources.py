@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.data.builtin import BUILTINS, PREFIX, is_builtin, load_builtin
 from adapters.errors import DataError
+from adapters.pathlike import looks_like_path
 
 Table = dict[str, list]
 
@@ -50,17 +51,17 @@ def read_source(source: str, subset: str | None = None) -> tuple[dict[str, Any],
 def check_local_source(source: str) -> None:
     """Refuse a data.source that is meant as a local path but names nothing (milliseconds, so
     it can run before any model code loads)."""
-    if is_builtin(source) or not looks_like_path(source) or Path(source).expanduser().exists():
+    if is_builtin(source) or not looks_like_local_source(source) or Path(source).expanduser().exists():
         return
     raise DataError(f"data file not found: {source}",
                     "check the path in data.source (in a config file a relative path starts "
                     "from the file's folder; given with --set, from the current directory)")
 
 
-def looks_like_path(source: str) -> bool:
-    # Hub names are "name" or "org/name"; anything else is meant as a local path.
-    return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
-            or bool(Path(source).suffix))
+def looks_like_local_source(source: str) -> bool:
+    """A source meant as a local file or folder: a path, or a file name (hub data sets are named
+    ``name`` or ``org/name``, with no file extension)."""
+    return looks_like_path(source, hub_ids=True) or bool(Path(source).suffix)
 
 
 def _file_type(path: Path) -> tuple[str | None, Any]:

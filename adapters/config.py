@@ -251,7 +251,7 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
     so a config means the same from any directory and its lineage reruns anywhere. Built-in
     names, hub ids and store refs stay as written: a value counts as a path when it exists under
     ``folder`` or (unless ``only_existing``) reads like one (``./x``, ``a/b/c``, ``x.csv``)."""
-    from adapters.base.resolve import BUILTINS
+    from adapters.base.resolve import BUILTIN_BASES
     from adapters.data.sources import looks_like_local_source
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
@@ -264,7 +264,7 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
         value = parent.get(keys[-1]) if parent is not None else None
         if not isinstance(value, str) or not value or value.startswith("builtin:"):
             continue
-        if keys == ("base",) and value in BUILTINS:  # a built-in name wins over a folder of that name
+        if keys == ("base",) and value in BUILTIN_BASES:  # a built-in name wins over a folder of that name
             continue
         path = Path(value).expanduser()
         if path.is_absolute():

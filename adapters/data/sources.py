@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from adapters.data.builtin import BUILTINS, PREFIX, is_builtin, load_builtin
+from adapters.data.builtin import BUILTIN_DATASETS, PREFIX, is_builtin, load_builtin
 from adapters.errors import DataError
 from adapters.pathlike import looks_like_path
 
@@ -228,7 +228,7 @@ def _read_hub(name: str, subset: str | None) -> tuple[dict[str, Any], str]:
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
-    known = ", ".join(PREFIX + n for n in BUILTINS)
+    known = ", ".join(PREFIX + n for n in BUILTIN_DATASETS)
     local_hint = ("pass a local file (CSV, JSONL, Parquet), a directory saved with "
                   f"datasets' save_to_disk, or a built-in ({known}) as data.source")
     try:

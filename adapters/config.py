@@ -252,7 +252,7 @@ def anchor_paths(data: dict, folder: Path, *, only_existing: bool = False) -> di
     names, hub ids and store refs stay as written: a value counts as a path when it exists under
     ``folder`` or (unless ``only_existing``) reads like one (``./x``, ``a/b/c``, ``x.csv``)."""
     from adapters.base.resolve import BUILTIN_BASES
-    from adapters.data.sources import looks_like_local_source
+    from adapters.pathlike import looks_like_local_source
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for keys in PATH_KEYS:

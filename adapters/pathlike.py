@@ -7,6 +7,7 @@ mistyped path is reported before any model code loads."""
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 
 _PATH_MARKS = re.compile(r"\\|^[/.~]|^[A-Za-z]:")
 
@@ -17,3 +18,9 @@ def looks_like_path(value: str, *, hub_ids: bool = False) -> bool:
     if _PATH_MARKS.search(value):
         return True
     return value.count("/") > (1 if hub_ids else 0)
+
+
+def looks_like_local_source(source: str) -> bool:
+    """A data source meant as a local file or folder: a path, or a file name (hub data sets are
+    named ``name`` or ``org/name``, with no file extension)."""
+    return looks_like_path(source, hub_ids=True) or bool(PurePath(source).suffix)

@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.data.builtin import BUILTIN_DATASETS, PREFIX, is_builtin, load_builtin
 from adapters.errors import DataError
-from adapters.pathlike import looks_like_path
+from adapters.pathlike import looks_like_local_source
 
 Table = dict[str, list]
 
@@ -56,12 +56,6 @@ def check_local_source(source: str) -> None:
     raise DataError(f"data file not found: {source}",
                     "check the path in data.source (in a config file a relative path starts "
                     "from the file's folder; given with --set, from the current directory)")
-
-
-def looks_like_local_source(source: str) -> bool:
-    """A source meant as a local file or folder: a path, or a file name (hub data sets are named
-    ``name`` or ``org/name``, with no file extension)."""
-    return looks_like_path(source, hub_ids=True) or bool(Path(source).suffix)
 
 
 def _file_type(path: Path) -> tuple[str | None, Any]:

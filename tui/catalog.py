@@ -10,7 +10,7 @@ from typing import Any
 
 from adapters_store import Store, Version
 from adapters_tui.formatting import human_size, number, timestamp
-from adapters_tui.train_config import CONFIG_FILE
+from adapters_tui.train_config import TRAINING_CONFIG_FILE
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,9 @@ def merge_rows(lin: dict) -> list[tuple[str, str]]:
 
 def _config_text(v: Version, lin: dict) -> str:
     """The resolved training config: the stored YAML file, else the lineage's copy."""
-    if CONFIG_FILE in v.files:
+    if TRAINING_CONFIG_FILE in v.files:
         try:
-            return (v.path / CONFIG_FILE).read_text(encoding="utf-8").rstrip()
+            return (v.path / TRAINING_CONFIG_FILE).read_text(encoding="utf-8").rstrip()
         except OSError:
             pass
     training = lin.get("training")

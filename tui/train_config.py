@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.artifact import TRAINING_CONFIG_FILE  # a stored version's resolved training config
 from adapters.tasks import METHODS, TASKS  # torch-free: the form's choices, read at startup
 
-CONFIG_FILE = "training_config.yaml"  # a stored version's resolved training config
 QUANTS = ("4bit", "8bit", "none")
 
 
@@ -79,8 +79,8 @@ def stored_configs(versions) -> list[ConfigEntry]:
     versions have none), by adapter name."""
     newest: dict[str, ConfigEntry] = {}
     for v in sorted(versions, key=lambda v: (v.name, v.number)):
-        path = Path(v.path) / CONFIG_FILE
-        if CONFIG_FILE in v.files and path.is_file():
+        path = Path(v.path) / TRAINING_CONFIG_FILE
+        if TRAINING_CONFIG_FILE in v.files and path.is_file():
             newest[v.name] = ConfigEntry(path, v.name, v.task or "classification", v.method or "lora", v.ref)
     return [newest[name] for name in sorted(newest)]
 

@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 from adapters.evaluation.metrics import headline_text
 from adapters_store import Version
 from adapters_tui import train_config
-from adapters_tui.catalog import CONFIG_FILE, read_versions, refs_by_run
+from adapters_tui.catalog import TRAINING_CONFIG_FILE, read_versions, refs_by_run
 from adapters_tui.formatting import age
 from adapters_tui.modals import ConfirmModal
 from adapters_tui.run_view import STATUS_STYLES, RunView
@@ -179,7 +179,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
 
     def retrain(self, version: Version) -> None:
         """Fill the form from a stored version's own training config (a new version of it)."""
-        config = version.path / CONFIG_FILE
+        config = version.path / TRAINING_CONFIG_FILE
         if not config.is_file():
             self.app.notify(f"{version.ref} has no training config (it was imported or merged)", severity="warning")
             return

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters.artifact import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     AdapterMeta,
     build_lineage,
@@ -309,7 +310,7 @@ def _merge_lora(parents: list[Parent], method: str, density: float | None, seed:
     config.revision = first.get("revision")
     config.inference_mode = True
     config.save_pretrained(str(out))
-    written = json.loads((out / "adapter_config.json").read_text())
+    written = json.loads((out / CONFIG_FILE).read_text())
     return {"head": head_info, "method_config": {"r": written.get("r"), "alpha": written.get("lora_alpha"),
                                                  "target_modules": written.get("target_modules")}}
 
@@ -345,7 +346,7 @@ def _merge_prefix(parents: list[Parent], out: Path) -> dict:
     # The stored prompt_embeddings are the final keys/values (peft saves a projection's output),
     # so the merged prefix is a plain embedding: no projection to rebuild on load.
     config.update(prefix_projection=False, inference_mode=True)
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return {"head": head_info, "prefix_weights": [round(w, 8) for w in weights],
             "method_config": {k: config.get(k) for k in ("num_virtual_tokens",)}}
 

@@ -6,6 +6,7 @@ writes a JSONL event log (start, step, eval, checkpoint, end) that the TUI and o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,13 +15,12 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from adapters.artifact import AdapterMeta, build_lineage, check_output_dir, save_adapter
+from adapters.artifact import CONFIG_FILE, AdapterMeta, build_lineage, check_output_dir, save_adapter
 from adapters.base.device import plan_device
 from adapters.base.loading import load_base_model, load_config, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
@@ -33,6 +33,7 @@ from adapters.evaluation.metrics import METRIC_DIRECTIONS
 from adapters.tasks import TASKS
 from adapters.training.methods import attach
 from adapters.training.runs import EVENTS_FILE, RunLog
+
 
 @dataclass
 class LoopState:
@@ -443,9 +444,9 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
     cannot continue: another method, task, base, or (unless ``label_names`` is None) label set.
     peft and torch would each fail later with a different low-level error, or (labels in another
     order) not fail at all."""
-    if not (parent / "adapter_config.json").is_file():
+    if not (parent / CONFIG_FILE).is_file():
         raise UsageError(f"init_from: {shown} is not an adapter directory",
-                         "pass a directory with adapter_config.json, or a store ref")
+                         f"pass a directory with {CONFIG_FILE}, or a store ref")
     meta = AdapterMeta.read(parent)
     problems, fixes = [], []
     if meta.method != cfg.method:

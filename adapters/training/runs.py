@@ -49,9 +49,6 @@ def latest_unfinished_run(name: str, store_root: Path | None = None) -> Path | N
     failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory.
     Names may hold dashes, so a run id is matched on its whole name, never as a substring: ``sig``
     must not pick up a run of ``sig-int``."""
-    # The checkpoint layout is the trainer's; it loads torch, as the resumed run will anyway.
-    from adapters.training.trainer import latest_checkpoint
-
     # Newest first: run ids start with their start time.
     for run in sorted(runs_dir(store_root).glob(f"*-{name}-*"), reverse=True):
         events = read_events(run / EVENTS_FILE)
@@ -92,3 +89,13 @@ def read_events(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return events
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The run's last whole checkpoint directory, or None. ``checkpoint.old`` counts when
+    ``checkpoint`` is missing: a run killed between save_checkpoint's two renames left it there."""
+    for name in ("checkpoint", "checkpoint.old"):
+        path = Path(run_dir) / name
+        if (path / "trainer.json").is_file() and (path / "state.pt").is_file():
+            return path
+    return None

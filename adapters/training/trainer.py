@@ -32,7 +32,7 @@ from adapters.evaluation.loop import evaluate
 from adapters.evaluation.metrics import METRIC_DIRECTIONS
 from adapters.tasks import TASKS
 from adapters.training.methods import attach
-from adapters.training.runs import EVENTS_FILE, RunLog
+from adapters.training.runs import EVENTS_FILE, RunLog, latest_checkpoint
 
 
 @dataclass
@@ -479,16 +479,6 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
     if problems:
         raise UsageError(f"init_from: {shown} cannot be trained further with this config: " + "; ".join(problems),
                          "match the parent (" + "; ".join(fixes) + "), or drop init_from to train a new adapter")
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The run's last whole checkpoint directory, or None. ``checkpoint.old`` counts when
-    ``checkpoint`` is missing: a run killed between save_checkpoint's two renames left it there."""
-    for name in ("checkpoint", "checkpoint.old"):
-        path = Path(run_dir) / name
-        if (path / "trainer.json").is_file() and (path / "state.pt").is_file():
-            return path
-    return None
 
 
 def _log_end(log: RunLog, exc: BaseException, **fields) -> None:

@@ -31,7 +31,8 @@ def test_parse_ensemble_refs():
 
 
 def mean_probabilities(rows: list[dict], weights: list[float]) -> dict[str, float]:
-    return {label: sum(w * r["probabilities"][label] for r, w in zip(rows, weights)) for label in rows[0]["probabilities"]}
+    return {label: sum(w * r["probabilities"][label] for r, w in zip(rows, weights))
+            for label in rows[0]["probabilities"]}
 
 
 def test_classifier_ensemble_is_the_mean_of_its_members_in_one_batch(bert_classifiers, tiny_bert):
@@ -55,8 +56,8 @@ def test_classifier_ensemble_is_the_mean_of_its_members_in_one_batch(bert_classi
     for i, ref in ((0, lora), (3, other)):
         assert mixed[i]["label"] == alone[ref][i]["label"]
         assert all(abs(mixed[i]["probabilities"][k] - p) < 1e-6 for k, p in alone[ref][i]["probabilities"].items())
-    for i, (ref, members, weights) in enumerate([(equal, [lora, prefix], [0.5, 0.5]),
-                                                 (weighted, [lora, prefix, other], [0.2, 0.5, 0.3])], 1):
+    for i, (_ref, members, weights) in enumerate([(equal, [lora, prefix], [0.5, 0.5]),
+                                                  (weighted, [lora, prefix, other], [0.2, 0.5, 0.3])], 1):
         want = mean_probabilities([alone[m][i] for m in members], weights)
         got = mixed[i]["probabilities"]
         assert set(got) == {"fresh", "rotten"}

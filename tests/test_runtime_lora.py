@@ -22,7 +22,8 @@ def test_scaling_follows_peft_for_rslora_and_patterns(tiny_llama, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     ours = lora_matrices(load_file(str(tmp_path / "adapter_model.safetensors")), saved)
-    layers = {name.removeprefix("base_model.model."): m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    layers = {name.removeprefix("base_model.model."): m for name, m in model.named_modules()
+              if isinstance(m, LoraLayer)}
     assert set(ours) == set(layers)
     for name, (a, b_scaled) in ours.items():
         layer = layers[name]

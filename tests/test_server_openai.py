@@ -155,12 +155,12 @@ def test_two_adapters_in_concurrent_requests_share_one_engine_call(served):
     prompts = {"chat-a": "what is your favourite food?", "chat-b": "hello, how are you today?"}
     want = {ref: alone(served, p, ref, n=6).text for ref, p in prompts.items()}
     stats = served.server.batcher.stats
-    for attempt in range(5):
+    for _ in range(5):
         before = stats.multi_adapter_batches
         barrier = threading.Barrier(len(prompts))
         got = {}
 
-        def ask(ref):
+        def ask(ref, barrier=barrier, got=got):
             client = served.openai()
             barrier.wait()
             got[ref] = client.chat.completions.create(model=ref, messages=[{"role": "user", "content": prompts[ref]}],
@@ -178,7 +178,8 @@ def test_two_adapters_in_concurrent_requests_share_one_engine_call(served):
         pytest.fail("requests for two adapters never shared an engine call")
     metrics = httpx.get(f"{served.url}/metrics").text
     # A batch with two distinct adapters shows in the histogram's buckets above 1.
-    line = next(l for l in metrics.splitlines() if l.startswith('adapters_batch_adapters_bucket{kind="generate",le="1.0"}'))
-    total = next(l for l in metrics.splitlines() if l.startswith('adapters_batch_adapters_count{kind="generate"}'))
+    lines = metrics.splitlines()
+    line = next(x for x in lines if x.startswith('adapters_batch_adapters_bucket{kind="generate",le="1.0"}'))
+    total = next(x for x in lines if x.startswith('adapters_batch_adapters_count{kind="generate"}'))
     assert float(total.split()[-1]) > float(line.split()[-1])
     assert "adapters_resident_adapters" in metrics and 'adapters_adapter_swaps_total{event="load"}' in metrics

@@ -137,7 +137,8 @@ async def test_keys_answered_while_training_then_cancel(tmp_path, _isolated_home
         except AssertionError as exc:
             log = (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()[-2:]
             raise AssertionError(f"{exc}; status {train.runs[run_id].status}, exit {process.process.poll()}, "
-                                 f"cancel sent {process.cancelled}, shown {train.shown_run == run_id}, log {log}") from None
+                                 f"cancel sent {process.cancelled}, shown {train.shown_run == run_id}, "
+                                 f"log {log}") from None
     events = [json.loads(line) for line in (train.runs[run_id].run_dir / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "cancelled"
     with Store(_isolated_home) as s:
@@ -288,7 +289,8 @@ def test_a_run_that_ignores_the_interrupt_is_killed_and_its_log_ended(tmp_path):
 
     from adapters_tui.runs import TrainingProcess
 
-    ignores = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    ignores = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); "
+               "time.sleep(60)")
     process = TrainingProcess([sys.executable, "-c", ignores], tmp_path / "run")
     process.start()
     assert process.process.stdout.readline().strip() == "up"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.artifact import adapter_dir, store_ref
+from adapters.artifact import adapter_dir, check_output_dir, store_ref
 from adapters.config import TrainConfig, load_config
 
 
@@ -34,7 +34,7 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     run-log event as it happens (``{"event": "step", "step": 10, "loss": ...}``, ``"eval"`` with
     its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``."""
     cfg = _as_config(config, overrides)
-    _check_before_loading(cfg)
+    _check_before_loading(cfg, output)
 
     from adapters.training.runs import new_run_id, runs_dir
     from adapters.training.trainer import Trainer  # torch: after the quick checks
@@ -69,14 +69,17 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     return trainer.run(keep=keep)
 
 
-def _check_before_loading(cfg: TrainConfig) -> None:
+def _check_before_loading(cfg: TrainConfig, output: str | Path | None) -> None:
     """The mistakes found in milliseconds, before torch and the base load: a data file or a local
-    base that is not there, a base name that is a near miss of a built-in one."""
+    base that is not there, a base name that is a near miss of a built-in one, an output directory
+    that holds something else (found now, not after hours of training)."""
     from adapters.base.resolve import check_base
     from adapters.data.sources import check_local_source
 
     check_local_source(cfg.data.source)
     check_base(cfg.base)
+    if output is not None:
+        check_output_dir(Path(output))
 
 
 def _put(result, name: str, store_root):

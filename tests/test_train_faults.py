@@ -508,3 +508,23 @@ def test_init_from_a_peft_directory_with_another_head_size(plain_peft, tiny_bert
     with pytest.raises(UsageError, match="its head has 2 outputs, this data has 3 labels"):
         adapters.train(cfg, output=tmp_path / "out")
     _nothing_written(_isolated_home, tmp_path / "out")
+
+
+@pytest.mark.parametrize("through", ["cli", "api"])
+def test_an_output_folder_holding_other_files_is_refused_before_training(through, tiny_bert, data_csv, tmp_path,
+                                                                          _isolated_home):
+    """Checked once, before torch loads: nothing of the folder is touched, no run is started."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    cfg = _fast(tiny_bert, data_csv, name="out-check")
+    if through == "cli":
+        _refused(cli(_isolated_home, "train", _config_file(tmp_path, cfg), "--output", out, "-q"),
+                 f"output directory {out} exists and is not an adapter directory", "choose an empty or new --output")
+    else:
+        from adapters.errors import UsageError
+
+        with pytest.raises(UsageError, match="is not an adapter directory"):
+            adapters.train(cfg, output=out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+    _nothing_written(_isolated_home)

@@ -48,10 +48,6 @@ def train(
         if run_dir is None:
             raise UsageError(f"no interrupted run of '{cfg.name}' to resume",
                              "start it without --resume, or pass --run-dir of the run")
-    if output is not None and output.exists() and any(output.iterdir()) \
-            and not (output / "adapter_config.json").is_file():
-        raise UsageError(f"--output {output} exists and is not an adapter directory",
-                         "choose a new or empty directory")
     result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or as_json),
                           store=not no_store, store_root=store)
     if as_json:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from adapters.artifact import CONFIG_FILE, AdapterMeta, build_lineage, check_output_dir, save_adapter
+from adapters.artifact import CONFIG_FILE, AdapterMeta, build_lineage, save_adapter
 from adapters.base.device import plan_device
 from adapters.base.loading import load_base_model, load_config, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
@@ -195,7 +195,6 @@ class Trainer:
         cfg = self.cfg
         from accelerate import Accelerator
 
-        check_output_dir(self.output_dir)  # before hours of training, not at the end
         self.plan = plan_device(cfg.device, cfg.compute_dtype)
         set_seed(cfg.training.seed)
         self.base = resolve_base(cfg.base)

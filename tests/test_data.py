@@ -5,16 +5,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from adapters.config import DataConfig  # noqa: E402
-from adapters.data.batching import (  # noqa: E402
+from adapters.config import DataConfig
+from adapters.data.batching import (
     IGNORE_INDEX,
     PROMPT_TEMPLATE,
     Collator,
@@ -22,8 +18,8 @@ from adapters.data.batching import (  # noqa: E402
     length_grouped_batches,
     tokenize,
 )
-from adapters.data.splits import load_splits  # noqa: E402
-from adapters.errors import DataError  # noqa: E402
+from adapters.data.splits import load_splits
+from adapters.errors import DataError
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -123,7 +123,9 @@ def test_unknown_adapters_are_404_and_another_base_is_409(served):
 
 
 def test_oversize_prompts_and_requests_are_422(served):
-    chat = lambda text, **kw: {"model": "chat-a", "messages": [{"role": "user", "content": text}], **kw}  # noqa: E731
+    def chat(text, **kw):
+        return {"model": "chat-a", "messages": [{"role": "user", "content": text}], **kw}
+
     assert_error(post(served, "/v1/chat/completions", chat("pizza " * 400)), 422, "prompt_too_long")  # > 2000 chars
     assert_error(post(served, "/v1/chat/completions", chat("pizza " * 300)), 422, "prompt_too_long")  # > 128 tokens
     assert_error(post(served, "/v1/completions", {"model": "chat-a", "prompt": "hi", "max_tokens": 25}), 422,

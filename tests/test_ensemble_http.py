@@ -24,7 +24,7 @@ def server(tmp_path, tiny_llama, gen_loras, llama_classifier, llama_prefix_class
     refs = {"a": stored(gen_loras["A"], "chat-a", root), "p": stored(gen_loras["P"], "chat-p", root),
             "cls": stored(llama_classifier, "senti", root),
             "cls-prefix": stored(llama_prefix_classifier, "senti-prefix", root)}
-    engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root), store_root=root)
+    engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root))
     app = create_app(engine, api_key=API_KEY, store_root=root, served_name="tiny-llama",
                      limits=Limits(max_tokens=16, max_wait_ms=5))
     port, stop = serve_in_thread(app)

@@ -195,7 +195,7 @@ def test_failed_loads_are_remembered_in_bounded_memory(served, tmp_path):
         assert r.status_code in (404, 409), r.text
     failed = [i for i in served.engine.adapters() if i.state == "FAILED"]
     assert len(failed) <= 64, len(failed)  # 157 of these refs fail after their name is looked up
-    assert len(served.server._lineage) <= 1024 and len(served.server._virtual) <= 1024
+    assert len(served.server._lineage) <= 1024
     healthy(served)
 
 
@@ -227,7 +227,7 @@ def test_no_filesystem_path_reaches_a_client(served, tmp_path, tiny_llama, chat_
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(corrupt), store_root=corrupt)
+    engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(corrupt))
     app = create_app(engine, api_key=API_KEY, store_root=corrupt, served_name="tiny-llama", limits=Limits())
     port, stop = serve_in_thread(app)
     bodies = []

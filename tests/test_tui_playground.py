@@ -134,7 +134,7 @@ async def test_connects_to_adapters_serve(bert_store, tiny_bert):
     from adapters.server import create_app, store_resolver
 
     root, refs = bert_store
-    engine = Engine(str(tiny_bert), quant="none", device="cpu", resolver=store_resolver(root), store_root=root)
+    engine = Engine(str(tiny_bert), quant="none", device="cpu", resolver=store_resolver(root))
     port, stop = serve_in_thread(create_app(engine, api_key=API_KEY, store_root=root, served_name="tiny-bert"))
     try:
         app = demo_app(root, initial_tab="playground")

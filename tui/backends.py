@@ -10,9 +10,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from adapters.runtime import BASE, READY
 from adapters_store.errors import HintedError
-
-BASE_REF = "__base__"  # the bare base model, in the engine and in the server
 
 
 @dataclass
@@ -40,8 +39,10 @@ class EngineBackend:
 
     def __init__(self, base: str, quant: str = "4bit", device: str = "auto", store_root=None):
         import adapters
+        from adapters.runtime import store_resolver
 
-        self.engine = adapters.Engine(base, quant=quant, device=device, store_root=store_root)
+        self.engine = adapters.Engine(base, quant=quant, device=device,
+                                      resolver=store_resolver(store_root, allow_paths=True))
         self.label = f"engine · {self.engine.base.id} · {quant} · {self.engine.device}"
 
     def adapters(self) -> list[Resident]:
@@ -60,7 +61,7 @@ class EngineBackend:
         self.engine.unload(ref)
 
     def task_of(self, ref: str) -> str:
-        if ref == BASE_REF:
+        if ref == BASE:
             return "causal-lm" if self.engine.is_decoder else "encoder"
         return self.load(ref).task or "causal-lm"
 
@@ -68,7 +69,7 @@ class EngineBackend:
         return self.engine.classify([text], adapter=ref)[0]
 
     def stream(self, ref: str, prompt: str, max_tokens: int) -> Iterator[str]:
-        adapter = None if ref == BASE_REF else ref
+        adapter = None if ref == BASE else ref
         yield from self.engine.stream(prompt, adapter=adapter, max_new_tokens=max_tokens)
 
     def close(self) -> None:
@@ -123,7 +124,7 @@ class HttpBackend:
         for card in self._json("GET", "/v1/models").get("data", []):
             if card.get("parent") is None:  # the base model's own card
                 continue
-            out.append(Resident(card["id"], card.get("state") or "READY", card.get("task"), card.get("method"),
+            out.append(Resident(card["id"], card.get("state") or READY, card.get("task"), card.get("method"),
                                 int(card.get("bytes") or 0), list(card.get("labels") or []),
                                 version=card.get("version")))
         return out
@@ -132,7 +133,7 @@ class HttpBackend:
         status = self._json("POST", "/v1/adapters/load", {"adapter": ref})
         if status.get("task"):
             self._tasks[ref] = status["task"]
-        return Resident(ref, status.get("state") or "READY", status.get("task"), status.get("method"),
+        return Resident(ref, status.get("state") or READY, status.get("task"), status.get("method"),
                         int(status.get("bytes") or 0), list(status.get("labels") or []),
                         version=status.get("version"))
 
@@ -141,7 +142,7 @@ class HttpBackend:
         self._tasks.pop(ref, None)
 
     def task_of(self, ref: str) -> str:
-        if ref in (BASE_REF, self.base_name):
+        if ref in (BASE, self.base_name):
             return "causal-lm"
         if ref not in self._tasks:
             self.load(ref)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.cli.options import StoreOpt
 from adapters.config import ComputeDtypeKind, QuantKind
-
-
-class LimitsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_body_bytes: int = Field(4 * 2**20, ge=1)
-    max_prompt_chars: int = Field(32_000, ge=1)
-    max_prompt_tokens: int = Field(2048, ge=1)
-    max_tokens: int = Field(512, ge=1)
-    default_max_tokens: int = Field(128, ge=1)
-    max_batch_size: int = Field(16, ge=1)
-    max_wait_ms: float = Field(10.0, ge=0)
-    max_queue: int = Field(256, ge=1)
-    max_streams: int = Field(32, ge=1)
-    workers: int = Field(1, ge=1)
+from adapters.server.limits import Limits
 
 
 class ServeConfig(BaseModel):
@@ -53,7 +38,7 @@ class ServeConfig(BaseModel):
     max_adapters: int = Field(64, ge=1)
     max_bytes: int = Field(2**30, ge=1)
     log_level: str = "info"
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    limits: Limits = Field(default_factory=Limits)
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
@@ -65,7 +50,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
     for key, value in overrides.items():
         if value is None or value == []:
             continue
-        if key in LimitsConfig.model_fields:
+        if key in Limits.model_fields:
             limits[key] = value
         else:
             raw[key] = value
@@ -85,17 +70,19 @@ def check_before_loading(cfg: ServeConfig) -> None:
     the base name, every preloaded ref in the store, and that the port is free to bind."""
     import socket
 
-    from adapters.api import adapter_dir
     from adapters.base.resolve import check_base
     from adapters.errors import UsageError
+    from adapters.runtime.resolvers import UnknownAdapterError, store_resolver
     from adapters_store.errors import StoreError
 
     check_base(cfg.base)
+    resolve = store_resolver(cfg.store)
     for ref in cfg.adapters:
         try:
-            adapter_dir(ref, cfg.store)
-        except StoreError as exc:
-            raise UsageError(f"cannot preload adapter '{ref}': {exc.message}", exc.hint or "check `adapters list`") from None
+            resolve(ref)
+        except (UnknownAdapterError, StoreError) as exc:
+            raise UsageError(f"cannot preload adapter '{ref}': {exc.message}",
+                             exc.hint or "check `adapters list`") from None
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
@@ -110,14 +97,15 @@ def build(cfg: ServeConfig):
     """The engine (adapters preloaded) and the app for a config."""
     from adapters.errors import UsageError
     from adapters.runtime import Engine
-    from adapters.server.app import Limits, create_app, looks_like_path, store_resolver
+    from adapters.runtime.resolvers import store_resolver
+    from adapters.server.app import create_app, looks_like_path
 
     for ref in cfg.adapters:
         if looks_like_path(ref):
             raise UsageError(f"--adapter '{ref}' looks like a path; the server loads adapters by store ref only",
                              "store it first: `adapters import DIR NAME`, then pass NAME")
     engine = Engine(cfg.base, quant=cfg.quant, device=cfg.device, compute_dtype=cfg.compute_dtype,
-                    max_adapters=cfg.max_adapters, max_bytes=cfg.max_bytes, resolver=store_resolver(cfg.store), store_root=cfg.store)
+                    max_adapters=cfg.max_adapters, max_bytes=cfg.max_bytes, resolver=store_resolver(cfg.store))
     for ref in cfg.adapters:
         try:
             engine.load(ref)
@@ -127,8 +115,7 @@ def build(cfg: ServeConfig):
             message = getattr(exc, "message", str(exc))
             raise UsageError(f"cannot preload adapter '{ref}': {message}",
                              getattr(exc, "hint", None) or "check `adapters list`") from None
-    limits = Limits(**{f.name: getattr(cfg.limits, f.name) for f in fields(Limits)})
-    app = create_app(engine, api_key=cfg.api_key, limits=limits, store_root=cfg.store, served_name=cfg.served_name,
+    app = create_app(engine, api_key=cfg.api_key, limits=cfg.limits, store_root=cfg.store, served_name=cfg.served_name,
                      allowed_hosts=cfg.allowed_hosts)
     return engine, app
 

@@ -13,7 +13,10 @@ from typing import Any, Generic, TypeVar
 
 from adapters.errors import AdaptersError
 
-LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
+# The ref of the bare base: a row with it (or None) runs through no adapter. Store names cannot
+# start with an underscore, so it never shadows a stored adapter.
+BASE = "__base__"
+LOADING, READY, FAILED = "LOADING", "READY", "FAILED"  # the states an AdapterInfo reports
 K, V = TypeVar("K"), TypeVar("V")
 
 
@@ -54,6 +57,7 @@ class AdapterInfo:
     path: str | None = None
     refs: list[str] = field(default_factory=list)  # every ref that resolved to this content
     error: str | None = None
+    virtual_tokens: int = 0  # a prefix adapter's virtual tokens: they take positions of the context
 
 
 @dataclass

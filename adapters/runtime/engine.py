@@ -17,44 +17,24 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from adapters.errors import UsageError
-from adapters.runtime.cache import FAILED, LOADING, LRU, READY, AdapterInfo, Bounded, CacheFullError, Entry
-from adapters.runtime.generate import Decoding
+from adapters.runtime.cache import BASE, FAILED, LOADING, LRU, READY, AdapterInfo, Bounded, CacheFullError, Entry
+from adapters.runtime.generate import Decoder, GenerationResult, Prefill, TextStream
 from adapters.runtime.lora import LoraBank
+from adapters.runtime.requests import GenerationRequest, requests_for
+from adapters.runtime.resolvers import (  # noqa: F401  (directory_resolver: for callers of this module)
+    Resolver,
+    UnknownAdapterError,
+    directory_resolver,
+    store_resolver,
+)
+from adapters.tasks import TASKS
 
-BASE = "__base__"
 MAX_FAILED = 64  # failed loads remembered (newest kept): their errors show in adapters()
-
-
-class UnknownAdapterError(UsageError, LookupError):
-    """A ref that names no adapter (not in the store, not a directory)."""
-
-
-def directory_resolver(ref: str) -> Path:
-    """A resolver for refs that are adapter directories only."""
-    path = Path(ref).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise UnknownAdapterError(f"unknown adapter '{ref}'", "pass an adapter directory or a store ref")
-    return path
-
-
-def store_resolver(store_root: str | Path | None = None) -> Callable[[str], Path]:
-    """The default resolver: a store ref (re-hashed before use) or an adapter directory."""
-    from adapters.api import adapter_dir
-    from adapters_store.errors import RefNotFound
-
-    def resolve(ref: str) -> Path:
-        try:
-            return adapter_dir(ref, store_root)
-        except RefNotFound as exc:
-            raise UnknownAdapterError(exc.message, exc.hint) from None
-
-    return resolve
 
 
 def _contiguous_input(module, args):
@@ -70,27 +50,20 @@ def _contiguous_input(module, args):
     return None
 
 
-def per_row(adapters: str | None | list, n: int) -> list:
-    """One adapter for every row, or one per row."""
-    if adapters is None or isinstance(adapters, str):
-        return [adapters] * n
-    return list(adapters)
-
-
-class Engine(Decoding):
+class Engine:
     """One resident base serving many adapters; ``generate``/``classify`` take one adapter per row.
 
-    ``resolver`` maps a ref to an adapter directory (default: the store at ``store_root``, or a
-    directory path) and raises
+    ``resolver`` maps a ref to an adapter directory (default: a ref in the store at
+    ``$ADAPTERS_HOME``, or a directory path; ``store_resolver(root, allow_paths=True)`` for
+    another store) and raises
     ``LookupError``/``FileNotFoundError`` (or ``UnknownAdapterError``) for unknown refs. ``preload``
     refs are loaded before the constructor returns (errors raise). Adapters not resident are loaded
     on first use; a ref is resolved once while resident (unload it to pick up a moved alias).
     """
 
     def __init__(self, base: str, quant: str = "4bit", device: str = "auto", max_adapters: int = 64,
-                 max_bytes: int = 2**30, resolver: Callable[[str], Path] | None = None,
-                 preload: list[str] | None = None, pin_wait_s: float = 30.0,
-                 store_root: str | Path | None = None, compute_dtype: str = "auto"):
+                 max_bytes: int = 2**30, resolver: Resolver | None = None,
+                 preload: list[str] | None = None, pin_wait_s: float = 30.0, compute_dtype: str = "auto"):
         from adapters.base.device import plan_device
         from adapters.base.loading import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
         from adapters.base.resolve import resolve_base, weights_fingerprint
@@ -119,7 +92,7 @@ class Engine(Decoding):
         if head is not None:
             head.register_forward_pre_hook(_contiguous_input)
         self._head_templates: dict[int, torch.nn.Module] = {}  # label count -> meta head (heads.py)
-        self._resolve = resolver or store_resolver(store_root)
+        self._resolve = resolver or store_resolver(allow_paths=True)
         self._lock = threading.RLock()
         # Signalled when a call releases its adapters: a load that found every slot pinned waits
         # (up to pin_wait_s) for one to free up instead of failing a burst of distinct adapters.
@@ -134,13 +107,14 @@ class Engine(Decoding):
         eos = getattr(gen_config, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+        self.decoder = Decoder(self.model, self.tokenizer, self.eos_ids, self._lock)
         for ref in preload or []:
             self.load(ref)
 
     # ---- the resident set ----------------------------------------------------------------------
     def load(self, ref: str) -> AdapterInfo:
         """Make ``ref`` resident (a no-op when it is); evicts least recently used adapters to fit."""
-        from adapters.inference import BaseMismatchError
+        from adapters.artifact import check_base
         from adapters.runtime.ensemble import ensemble_info, is_ensemble, parse
         from adapters.runtime.files import read_adapter_files
 
@@ -175,11 +149,8 @@ class Engine(Decoding):
                 raise UnknownAdapterError(f"unknown adapter '{ref}' ({path} is not an adapter directory)",
                                           "check the ref")
             files = read_adapter_files(path)
-            if self.fingerprint and files.fingerprint and files.fingerprint != self.fingerprint:
-                raise BaseMismatchError(
-                    f"adapter '{ref}' was trained on other base weights ({files.fingerprint[:19]}…) than this "
-                    f"engine's base '{self.base.id}' ({self.fingerprint[:19]}…)",
-                    "serve it from an engine on its own base")
+            check_base(files.meta, self.fingerprint, self.base.id, shown=f"'{ref}'",
+                       hint="serve it from an engine on its own base")
             with self._lock:
                 if files.name in self._cache:  # same content already resident under another ref
                     entry = self._cache.get(files.name)
@@ -189,9 +160,10 @@ class Engine(Decoding):
                     for victim in self._victims(files.bytes):
                         self._drop(victim)
                     payload = self._install(files)
+                    virtual = 0 if payload["prefix"] is None else payload["prefix"][0][0].shape[1]
                     entry = Entry(AdapterInfo(ref=ref, state=READY, name=files.name, task=files.task,
                                               method=files.method, labels=files.labels, bytes=files.bytes,
-                                              path=str(path), refs=[ref]), payload)
+                                              path=str(path), refs=[ref], virtual_tokens=virtual), payload)
                     self._cache.add(files.name, entry)
                 self._refs[ref] = files.name
                 self._cache.touch(files.name)
@@ -247,11 +219,12 @@ class Engine(Decoding):
 
     def _install(self, files) -> dict:
         """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
-        from adapters.inference import BaseMismatchError
+        from adapters.errors import BaseMismatchError
         from adapters.runtime.files import prefix_layers
         from adapters.runtime.heads import Head, head_template, label_count
 
-        if files.task == "causal-lm" and not self.is_decoder:
+        task = TASKS[files.task]
+        if task.needs_decoder and not self.is_decoder:
             raise BaseMismatchError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
                              "serve it from an engine on a decoder base")
         payload = {"task": files.task, "method": files.method, "prefix": None, "head": None}
@@ -264,7 +237,7 @@ class Engine(Decoding):
                 raise BaseMismatchError(f"prefix adapter {files.path} has (layers, kv heads, head dim) {got}, "
                                  f"this base needs {expected}", "it was trained on another base")
             payload["prefix"] = layers
-        if files.task == "classification":
+        if task.labels == "row":  # a label per row: a classifier head over the shared body
             n_labels = label_count(files.head, files.labels)
             if n_labels not in self._head_templates:
                 self._head_templates[n_labels] = head_template(self.config, n_labels)
@@ -281,7 +254,7 @@ class Engine(Decoding):
         return cfg.num_hidden_layers, heads, head_dim
 
     def _add_lora(self, files) -> None:
-        from adapters.inference import BaseMismatchError
+        from adapters.errors import BaseMismatchError
         from adapters.runtime.lora import LoraFitError, lora_matrices
 
         try:
@@ -331,6 +304,18 @@ class Engine(Decoding):
         return self.lora.routed([e.info.name if e is not None and e.payload["method"] == "lora" else None
                                  for e in entries])
 
+    def _check_task(self, refs: list, entries: list, generative: bool) -> None:
+        """Every row's adapter does what the call asks: generate text or classify (the bare base
+        only generates)."""
+        for ref, e in zip(refs, entries):
+            if e is None:
+                if not generative:
+                    raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
+            elif TASKS[e.payload["task"]].generative != generative:
+                if generative:
+                    raise UsageError(f"'{ref}' is a classification adapter", "use classify() for it")
+                raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
+
     def _prefixes(self, entries) -> tuple[list, list[int]]:
         prefixes = [e.payload["prefix"] if e is not None else None for e in entries]
         return prefixes, [0 if p is None else p[0][0].shape[1] for p in prefixes]
@@ -357,7 +342,8 @@ class Engine(Decoding):
         from adapters.runtime.prefix import batch_prefix, cache_kwargs, make_cache, position_ids
 
         texts = [texts] if isinstance(texts, str) else list(texts)
-        adapters = per_row(adapter if adapters is None else adapters, len(texts))
+        adapters = adapter if adapters is None else adapters
+        adapters = [adapters] * len(texts) if adapters is None or isinstance(adapters, str) else list(adapters)
         if len(texts) != len(adapters):
             raise ValueError(f"{len(texts)} texts but {len(adapters)} adapters")
         if not texts:
@@ -367,9 +353,7 @@ class Engine(Decoding):
             rows = self.classify(plan.spread(texts), plan.adapters, plan.spread(text_pairs))
             return plan.combine_classifications(rows)
         with self._pinned(adapters) as entries:
-            for ref, e in zip(adapters, entries):
-                if e is None or e.payload["task"] != "classification":
-                    raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
+            self._check_task(adapters, entries, generative=False)
             enc = self.tokenizer(texts, text_pairs, truncation=True)
             # Decoders read the last real token: pad left; encoders pad right. With explicit
             # position ids either side gives the unpadded result.
@@ -399,3 +383,70 @@ class Engine(Decoding):
                         results[i] = {"label": head.labels[int(p.argmax())],
                                       "probabilities": {lab: float(v) for lab, v in zip(head.labels, p)}}
         return results
+
+    # ---- generation ------------------------------------------------------------------------------
+    def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None,
+                 max_new_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=None, raw: bool = False,
+                 logprobs: bool = False) -> list[GenerationResult]:
+        """Complete each prompt with its row's adapter (None or "__base__": the bare base; an
+        ``ensemble:a@1+b@2`` ref samples from its members' mixed next-token distributions) in one
+        batch. Options are a scalar or one value per row. ``raw`` skips the chat template;
+        ``logprobs`` records each generated token's log-probability."""
+        return self.run(requests_for(prompts, adapters, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     top_p=top_p, seed=seed, stop=stop, raw=raw, logprobs=logprobs))
+
+    def run(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Complete every request in one batch; one result per request, in order."""
+        if not requests:
+            return []
+        steps = self._steps(requests)
+        with contextlib.closing(steps):  # closing unpins at once on an early break
+            return self.decoder.complete(steps, requests)
+
+    def stream(self, prompt: str, adapter: str | None = None, max_new_tokens=64, temperature=0.0, top_p=1.0,
+               seed=None, stop=None, raw: bool = False) -> TextStream:
+        """Yield the completion's text piece by piece; the pieces join to ``generate``'s text. Once
+        exhausted, the stream's ``finish_reason`` ("stop" or "length") and ``tokens`` are set."""
+        return self.stream_request(GenerationRequest(prompt, adapter, max_new_tokens, temperature, top_p, seed,
+                                                     stop or (), raw))
+
+    def stream_request(self, request: GenerationRequest) -> TextStream:
+        """``stream`` for one prepared request."""
+        return self.decoder.stream(self._steps([request]), request)
+
+    def _steps(self, requests: list[GenerationRequest]):
+        """Pin the requests' adapters, tokenize and pad their prompts, batch their prefixes, then
+        hand the batch to the decoder; the adapters stay pinned until the steps end or are closed."""
+        from adapters.runtime.ensemble import RowPlan
+        from adapters.runtime.prefix import batch_prefix, make_cache, position_ids
+
+        if not self.is_decoder:
+            raise UsageError(f"the base '{self.base.id}' is an encoder; it cannot generate text",
+                             "serve causal LM adapters from an engine on a decoder base")
+        # An ensemble row decodes as one row per member; their distributions are mixed per step.
+        plan = RowPlan([r.adapter for r in requests])
+        with self._pinned(plan.adapters) as entries:
+            self._check_task(plan.adapters, entries, generative=True)
+            ids, mask = self._pad(plan.spread(self._encode(requests)), left=True)
+            prefixes, offsets = self._prefixes(entries)
+            with self._lock:
+                layers, prefix_mask = batch_prefix(prefixes, self._kv_shape()[0], self.dtype, self.device)
+            batch = Prefill(ids, torch.cat([prefix_mask, mask], 1), position_ids(mask, offsets), make_cache(layers),
+                            plan, lambda: self._hooks(entries))
+            yield from self.decoder.steps(batch, requests)
+
+    def _encode(self, requests: list[GenerationRequest]) -> list[list[int]]:
+        """Each request's prompt tokens: the ones it carries, else its text (in the chat template
+        unless ``raw``) tokenized, all texts in one tokenizer call."""
+        from adapters.data.batching import format_prompt
+
+        todo = [i for i, r in enumerate(requests) if r.prompt_ids is None]
+        rows: list = [list(r.prompt_ids) if r.prompt_ids is not None else None for r in requests]
+        if todo:
+            texts = [requests[i].prompt if requests[i].raw else format_prompt(self.tokenizer, requests[i].prompt)
+                     for i in todo]
+            for i, ids in zip(todo, self.tokenizer(texts, add_special_tokens=False)["input_ids"]):
+                rows[i] = ids
+        if any(not r for r in rows):
+            raise UsageError("an empty prompt", "send at least one token of text")
+        return rows

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from adapters.errors import UsageError
+from adapters.runtime.cache import BASE, READY, AdapterInfo
+from adapters.tasks import TASKS
 
 PREFIX = "ensemble:"
-BASE = "__base__"
 
 
 class EnsembleError(UsageError, ValueError):
@@ -157,13 +158,11 @@ class RowPlan:
 def ensemble_info(engine, ensemble: Ensemble):
     """Load every member and describe the ensemble as one READY adapter (what ``Engine.load``
     returns for an ensemble ref); members of different tasks or label sets are refused here."""
-    from adapters.runtime.cache import READY, AdapterInfo
-
     infos = [(m, engine.load(m)) for m in ensemble.members if m != BASE]
     if not infos:
         raise EnsembleError(f"ensemble {ensemble.ref!r} has no adapter member", "name at least one adapter")
     task = infos[0][1].task
-    if BASE in ensemble.members and task != "causal-lm":
+    if BASE in ensemble.members and not TASKS[task].generative:
         raise EnsembleError(f"ensemble {ensemble.ref!r}: the bare base has no classifier head",
                             "use __base__ in generation ensembles only")
     first_ref, first = infos[0]

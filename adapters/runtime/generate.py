@@ -10,12 +10,16 @@ depends on its seed and its own logits, not on which other requests share its ba
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from adapters.errors import UsageError
+from adapters.runtime.requests import GenerationRequest
+
+if TYPE_CHECKING:
+    from adapters.runtime.ensemble import RowPlan
 
 
 @dataclass
@@ -27,64 +31,27 @@ class GenerationResult:
     logprobs: list[float] | None = None  # per generated token, when asked for
 
 
-@dataclass
-class RowSpec:
-    """One row's decoding options (the batch API takes a scalar or one value per row)."""
-
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None
-    stop: list[str]
-
-
-def per_row(value, n: int, name: str) -> list:
-    if isinstance(value, (list, tuple)) and not (name == "stop" and all(isinstance(v, str) for v in value)):
-        if len(value) != n:
-            raise ValueError(f"{name}: {len(value)} values for {n} prompts")
-        return list(value)
-    return [value] * n
-
-
-def row_specs(n: int, max_new_tokens, temperature, top_p, seed, stop) -> list[RowSpec]:
-    specs = []
-    for m, t, p, s, st in zip(per_row(max_new_tokens, n, "max_new_tokens"), per_row(temperature, n, "temperature"),
-                              per_row(top_p, n, "top_p"), per_row(seed, n, "seed"), per_row(stop, n, "stop")):
-        if int(m) < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        if float(t) < 0 or not 0 < float(p) <= 1:
-            raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
-        t, p = float(t), float(p)
-        if t < 1e-5 or p < 1e-6:
-            # Temperatures near 0 overflow the scaled logits and a top_p below float32's resolution
-            # keeps no token; the limit of both is greedy decoding, which is what such rows get.
-            t, p = 0.0, 1.0
-        stops = [st] if isinstance(st, str) else list(st or [])
-        specs.append(RowSpec(int(m), t, p, None if s is None else int(s), [x for x in stops if x]))
-    return specs
-
-
-def make_generator(spec: RowSpec) -> torch.Generator | None:
-    if spec.temperature == 0:
+def make_generator(request: GenerationRequest) -> torch.Generator | None:
+    if request.temperature == 0:
         return None
     g = torch.Generator(device="cpu")
-    if spec.seed is None:
+    if request.seed is None:
         g.seed()
     else:
-        g.manual_seed(spec.seed)
+        g.manual_seed(request.seed)
     return g
 
 
-def choose(logits: torch.Tensor, spec: RowSpec, generator: torch.Generator | None) -> int:
+def choose(logits: torch.Tensor, request: GenerationRequest, generator: torch.Generator | None) -> int:
     """Greedy (temperature 0) or temperature + nucleus sampling of one row's next token."""
     logits = logits.float().cpu()
-    if spec.temperature == 0:
+    if request.temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits / spec.temperature, dim=-1)
-    if spec.top_p < 1:
+    probs = torch.softmax(logits / request.temperature, dim=-1)
+    if request.top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
         # keep the smallest set whose mass reaches top_p (the most likely token always stays)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < spec.top_p
+        keep = sorted_probs.cumsum(-1) - sorted_probs < request.top_p
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 
@@ -110,137 +77,114 @@ def safe_prefix(text: str, stops: list[str]) -> str:
     return text[:end - hold]
 
 
-class Decoding:
-    """``generate`` and ``stream`` for the Engine (split out to keep modules short)."""
+@dataclass
+class Prefill:
+    """One pinned batch, ready for its first forward pass: the engine builds it (adapters pinned,
+    prompts tokenized and left-padded, prefixes batched) and the decoder runs it."""
 
-    # Uses the engine's state: model, tokenizer, _lock, _pinned, _hooks, _pad, _prefixes.
-    def _encode_prompts(self, prompts: list[str], raw: bool) -> list[list[int]]:
-        from adapters.data.batching import format_prompt
+    ids: torch.Tensor  # [model rows, prompt width]
+    attention: torch.Tensor  # [model rows, virtual tokens + prompt width]
+    positions: torch.Tensor
+    cache: Any  # the prefixes' key/values (prefix.make_cache), grown by every step
+    plan: RowPlan  # caller rows <-> model rows (an ensemble row runs as one row per member)
+    route: Callable[[], contextlib.AbstractContextManager]  # the rows' LoRA hooks, around one forward
 
-        texts = prompts if raw else [format_prompt(self.tokenizer, p) for p in prompts]
-        rows = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        if any(not r for r in rows):
-            raise UsageError("an empty prompt", "send at least one token of text")
-        return rows
 
-    def _steps(self, prompts, adapters, specs, raw, logprobs=False) -> Iterator[tuple[list, list]]:
-        """Decode all rows together; yields each step's new token per row (None once a row is done)
-        and, when asked, its log-probability under the row's model (before temperature)."""
-        from adapters.runtime.ensemble import RowPlan
-        from adapters.runtime.prefix import batch_prefix, cache_kwargs, make_cache, position_ids, returned_cache
+class Decoder:
+    """The decode loop of an engine: ``steps`` runs a ``Prefill`` to its end, ``complete`` and
+    ``pieces`` turn the steps into results or streamed text. ``lock`` is the engine's model lock,
+    held for one forward pass per step, so concurrent batches interleave by step."""
 
-        if not self.is_decoder:
-            raise UsageError(f"the base '{self.base.id}' is an encoder; it cannot generate text",
-                             "serve causal LM adapters from an engine on a decoder base")
-        # An ensemble row decodes as one row per member; their distributions are mixed per step.
-        plan = RowPlan(adapters)
-        with self._pinned(plan.adapters) as entries:
-            for ref, e in zip(plan.adapters, entries):
-                if e is not None and e.payload["task"] != "causal-lm":
-                    raise UsageError(f"'{ref}' is a classification adapter", "use classify() for it")
-            ids, mask = self._pad(self._encode_prompts(plan.spread(prompts), raw), left=True)
-            prefixes, offsets = self._prefixes(entries)
-            generators = [make_generator(s) for s in specs]
-            with self._lock:
-                layers, prefix_mask = batch_prefix(prefixes, self._kv_shape()[0], self.dtype, self.device)
-            attention = torch.cat([prefix_mask, mask], 1)
-            positions = position_ids(mask, offsets)
-            cache = make_cache(layers)
-            done = [False] * len(prompts)
-            for step in range(max(s.max_new_tokens for s in specs)):
-                with self._lock, self._hooks(entries), torch.no_grad():
-                    # The cache goes in and comes back under the name the forward takes (prefix.cache_argument).
-                    out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                                     **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
-                cache = returned_cache(self.model, out)
-                logits = plan.combine_logits(out.logits[:, -1])
-                chosen: list[int | None] = []
-                scores = torch.log_softmax(logits.float(), -1) if logprobs else None
-                # Greedy rows: one argmax over the batch (the same pick as choose() row by row).
-                greedy = (logits.argmax(-1).tolist() if any(s.temperature == 0 for s in specs) else None)
-                for i, spec in enumerate(specs):
-                    if done[i]:
-                        chosen.append(None)
-                        continue
-                    token = greedy[i] if spec.temperature == 0 else choose(logits[i], spec, generators[i])
-                    chosen.append(token)
-                    if token in self.eos_ids or step + 1 >= spec.max_new_tokens:
-                        done[i] = True
-                yield chosen, [None if t is None or scores is None else float(scores[i, t])
-                               for i, t in enumerate(chosen)]
-                if all(done):
-                    return
-                # Finished rows keep decoding a pad token (cheaper than reshaping the cache).
-                next_ids = plan.spread([t if t is not None else self.tokenizer.pad_token_id for t in chosen])
-                ids = torch.tensor(next_ids, dtype=torch.long, device=self.device)[:, None]
-                positions = positions.max(dim=1, keepdim=True).values + 1
-                attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
+    def __init__(self, model, tokenizer, eos_ids: set[int], lock) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.lock = lock
 
-    def generate(self, prompts: list[str] | str, adapters: list[str | None] | str | None = None,
-                 max_new_tokens=64, temperature=0.0,
-                 top_p=1.0, seed=None, stop=None, raw: bool = False, logprobs: bool = False
+    def steps(self, batch: Prefill, requests: list[GenerationRequest]) -> Iterator[tuple[list, list]]:
+        """Decode all rows together; yields each step's new token per request (None once it is
+        done) and, for requests that ask, its log-probability under the row's model (before
+        temperature)."""
+        from adapters.runtime.prefix import cache_kwargs, returned_cache
+
+        generators = [make_generator(r) for r in requests]
+        logprobs = any(r.logprobs for r in requests)
+        ids, attention, positions, cache, plan = batch.ids, batch.attention, batch.positions, batch.cache, batch.plan
+        done = [False] * len(requests)
+        for step in range(max(r.max_new_tokens for r in requests)):
+            with self.lock, batch.route(), torch.no_grad():
+                # The cache goes in and comes back under the name the forward takes (prefix.cache_argument).
+                out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                 **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
+            cache = returned_cache(self.model, out)
+            logits = plan.combine_logits(out.logits[:, -1])
+            chosen: list[int | None] = []
+            scores = torch.log_softmax(logits.float(), -1) if logprobs else None
+            # Greedy rows: one argmax over the batch (the same pick as choose() row by row).
+            greedy = logits.argmax(-1).tolist() if any(r.temperature == 0 for r in requests) else None
+            for i, request in enumerate(requests):
+                if done[i]:
+                    chosen.append(None)
+                    continue
+                token = greedy[i] if request.temperature == 0 else choose(logits[i], request, generators[i])
+                chosen.append(token)
+                if token in self.eos_ids or step + 1 >= request.max_new_tokens:
+                    done[i] = True
+            yield chosen, [None if t is None or scores is None else float(scores[i, t])
+                           for i, t in enumerate(chosen)]
+            if all(done):
+                return
+            # Finished rows keep decoding a pad token (cheaper than reshaping the cache).
+            next_ids = plan.spread([t if t is not None else self.tokenizer.pad_token_id for t in chosen])
+            ids = torch.tensor(next_ids, dtype=torch.long, device=ids.device)[:, None]
+            positions = positions.max(dim=1, keepdim=True).values + 1
+            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
+
+    def complete(self, steps: Iterator[tuple[list, list]], requests: list[GenerationRequest]
                  ) -> list[GenerationResult]:
-        """Complete each prompt with its row's adapter (None or "__base__": the bare base; an
-        ``ensemble:a@1+b@2`` ref samples from its members' mixed next-token distributions) in one
-        batch. Options are a scalar or one value per row. ``raw`` skips the chat template;
-        ``logprobs`` records each generated token's log-probability."""
-        from adapters.runtime.engine import per_row
-
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        adapters = per_row(adapters, len(prompts))
-        if len(prompts) != len(adapters):
-            raise ValueError(f"{len(prompts)} prompts but {len(adapters)} adapters")
-        if not prompts:
-            return []
-        specs = row_specs(len(prompts), max_new_tokens, temperature, top_p, seed, stop)
-        tokens: list[list[int]] = [[] for _ in prompts]
-        reasons: list[str | None] = [None] * len(prompts)
-        texts: list[str | None] = [None] * len(prompts)
-        scores: list[list[float]] = [[] for _ in prompts]
-        steps = self._steps(prompts, adapters, specs, raw, logprobs)
-        with contextlib.closing(steps):  # closing unpins at once on an early break
-            for chosen, step_scores in steps:
-                for i, token in enumerate(chosen):
-                    if token is None or reasons[i]:
-                        continue
-                    if token in self.eos_ids:
-                        reasons[i] = "stop"
-                        continue
-                    tokens[i].append(token)
-                    if logprobs:
-                        scores[i].append(step_scores[i])
-                    # The text so far is needed only to look for stop strings; else once, at the end.
-                    if specs[i].stop:
-                        text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
-                        cut = find_stop(text, specs[i].stop)
-                    else:
-                        cut = None
-                    if cut is not None:
-                        reasons[i], texts[i] = "stop", text[:cut]
-                    elif len(tokens[i]) >= specs[i].max_new_tokens:
-                        reasons[i] = "length"
-                if all(reasons):
-                    break
+        """Run ``steps`` until every request is done; one result per request."""
+        tokens: list[list[int]] = [[] for _ in requests]
+        reasons: list[str | None] = [None] * len(requests)
+        texts: list[str | None] = [None] * len(requests)
+        scores: list[list[float]] = [[] for _ in requests]
+        for chosen, step_scores in steps:
+            for i, token in enumerate(chosen):
+                if token is None or reasons[i]:
+                    continue
+                if token in self.eos_ids:
+                    reasons[i] = "stop"
+                    continue
+                tokens[i].append(token)
+                if requests[i].logprobs:
+                    scores[i].append(step_scores[i])
+                # The text so far is needed only to look for stop strings; else once, at the end.
+                if requests[i].stop:
+                    text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
+                    cut = find_stop(text, requests[i].stop)
+                else:
+                    cut = None
+                if cut is not None:
+                    reasons[i], texts[i] = "stop", text[:cut]
+                elif len(tokens[i]) >= requests[i].max_new_tokens:
+                    reasons[i] = "length"
+            if all(reasons):
+                break
         results = []
         for i, toks in enumerate(tokens):
             text = texts[i] if texts[i] is not None else self.tokenizer.decode(toks, skip_special_tokens=True)
             results.append(GenerationResult(text, len(toks), reasons[i] or "length", toks,
-                                            scores[i] if logprobs else None))
+                                            scores[i] if requests[i].logprobs else None))
         return results
 
-    def stream(self, prompt: str, adapter: str | None = None, max_new_tokens=64, temperature=0.0, top_p=1.0,
-               seed=None, stop=None, raw: bool = False) -> TextStream:
-        """Yield the completion's text piece by piece; the pieces join to ``generate``'s text. Once
-        exhausted, the stream's ``finish_reason`` ("stop" or "length") and ``tokens`` are set."""
-        spec = row_specs(1, max_new_tokens, temperature, top_p, seed, stop)[0]
+    def stream(self, steps: Iterator[tuple[list, list]], request: GenerationRequest) -> TextStream:
+        """The text of one request's ``steps``, piece by piece (see ``TextStream``)."""
         out = TextStream()
-        out._pieces = self._stream_pieces(prompt, adapter, spec, raw, out)
+        out._pieces = self._pieces(steps, request, out)
         return out
 
-    def _stream_pieces(self, prompt, adapter, spec: RowSpec, raw: bool, out: TextStream) -> Iterator[str]:
+    def _pieces(self, steps, request: GenerationRequest, out: TextStream) -> Iterator[str]:
         tokens: list[int] = []
         shown = ""
-        steps = self._steps([prompt], [adapter], [spec], raw)
         out.finish_reason = "length"
         try:
             for (token,), _ in steps:
@@ -250,13 +194,13 @@ class Decoding:
                 tokens.append(token)
                 out.tokens = len(tokens)
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                cut = find_stop(text, spec.stop) if spec.stop else None
+                cut = find_stop(text, request.stop) if request.stop else None
                 if cut is not None:
                     out.finish_reason = "stop"
                     if cut > len(shown):
                         yield text[len(shown):cut]
                     return
-                visible = safe_prefix(text, spec.stop)
+                visible = safe_prefix(text, request.stop)
                 if len(visible) > len(shown):
                     yield visible[len(shown):]
                     shown = visible

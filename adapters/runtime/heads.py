@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from adapters.base.quiet import quiet_loading
-from adapters.errors import UsageError
-from adapters.errors import BaseMismatchError
+from adapters.errors import BaseMismatchError, UsageError
 
 
 class _Replay(nn.Module):

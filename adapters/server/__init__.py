@@ -2,7 +2,7 @@
 
     from adapters.runtime import Engine
     from adapters.server import Limits, create_app, store_resolver
-    engine = Engine("smollm2-135m", quant="4bit", resolver=store_resolver())
+    engine = Engine("smollm2-135m", quant="4bit", resolver=store_resolver())  # store refs only, no paths
     app = create_app(engine, api_key=None, limits=Limits())
 """
 

@@ -68,8 +68,7 @@ def error_json(status: int, message: str, type_: str, code: str | None = None, p
 
 def translate(exc: BaseException) -> APIError:
     """Map an engine or store error onto an HTTP error."""
-    from adapters.errors import UsageError
-    from adapters.errors import BaseMismatchError
+    from adapters.errors import BaseMismatchError, UsageError
     from adapters_store.errors import (
         AmbiguousRef,
         IntegrityError,

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
+from adapters.runtime import BASE, FAILED, LOADING, READY, GenerationRequest
 from adapters.runtime.cache import Bounded
 from adapters.server.batcher import Batcher
-from adapters.server.errors import invalid, not_found, redact, translate
+from adapters.server.errors import APIError, invalid, not_found, redact, translate
 from adapters.server.limits import Limits
 from adapters.server.metrics import Metrics
 from adapters.server.refs import looks_like_path
@@ -41,25 +40,14 @@ from adapters.server.schemas import (
     ModelList,
     Usage,
 )
-from adapters.server.streaming import Streaming, include_usage
+from adapters.server.streaming import include_usage, new_id, sse_response
+from adapters.tasks import TASKS
 
-BASE_ROW = None  # the engine's adapter value for "no adapter"
 MAX_VERSION = 2**63 - 1  # the store numbers versions in SQLite integers
-REMEMBERED = 1024  # refs whose lineage and prefix length are kept
+REMEMBERED = 1024  # refs whose lineage is kept
 
 
-@dataclass
-class Row:
-    prompt: str
-    adapter: str | None
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None
-    stop: list[str]
-
-
-class Server(Streaming):
+class Server:
     """The request handling behind the routes (kept apart from FastAPI wiring)."""
 
     def __init__(self, engine, limits: Limits, store_root, served_name: str | None, metrics: Metrics):
@@ -69,7 +57,7 @@ class Server(Streaming):
         self.metrics = metrics
         base_id = engine.base.id
         self.base_name = served_name or (base_id if getattr(engine.base, "builtin", False) else Path(base_id).name)
-        self.base_names = {self.base_name, base_id, "__base__"}
+        self.base_names = {self.base_name, base_id, BASE}
         # The base's id is a folder for a local base: clients see its name only.
         self.base_root = base_id if getattr(engine.base, "builtin", False) or not Path(base_id).is_absolute() \
             else self.base_name
@@ -92,7 +80,6 @@ class Server(Streaming):
         # One thread owns self.tokenizer (a fast tokenizer is not safe to share between threads).
         self._text = ThreadPoolExecutor(1, thread_name_prefix="adapters-tokenize")
         self._lineage: Bounded[tuple[str, str | None], dict] = Bounded(REMEMBERED)
-        self._virtual: Bounded[str, int] = Bounded(REMEMBERED)  # ref -> prefix virtual tokens (they take positions)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -115,7 +102,7 @@ class Server(Streaming):
 
     def _observe(self) -> None:
         infos = self.engine.adapters()
-        self._resident = sum(1 for i in infos if i.state == "READY")
+        self._resident = sum(1 for i in infos if i.state == READY)
         self.metrics.observe_resident(infos)
 
     def _on_batch(self, kind: str, rows: int, adapters: int, seconds: float) -> None:
@@ -133,14 +120,11 @@ class Server(Streaming):
     async def _tokenizing(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._text, fn, *args)
 
-    def _id(self, prefix: str) -> str:
-        return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
     # ---- adapters ----------------------------------------------------------------------------------
     def adapter_for(self, model: str) -> str | None:
         """The engine's adapter value for a request's ``model``: None for the base, else the ref."""
         if model in self.base_names:
-            return BASE_ROW
+            return None
         if looks_like_path(model):
             raise invalid(f"model '{model}' looks like a filesystem path; name an adapter by its store ref "
                           "(name, name@3, name@alias, sha256:<hex>) or the base by its name "
@@ -158,8 +142,6 @@ class Server(Streaming):
     def _load(self, ref: str):
         info = self.engine.load(ref)
         self._observe()
-        if ref not in self._virtual:
-            self._virtual[ref] = _virtual_tokens(info)
         return info
 
     def _lineage_of(self, ref: str, content: str | None) -> dict:
@@ -195,11 +177,11 @@ class Server(Streaming):
         def work():
             infos = {r: i for i in self.engine.adapters() for r in (i.refs or [i.ref])}
             info = infos.get(ref)
-            if info is not None and info.state == "FAILED":
+            if info is not None and info.state == FAILED:
                 self.engine.unload(ref)  # forgets the failure; there was nothing resident to unload
                 raise not_found(f"adapter '{ref}' is not loaded (its last load failed), so there is nothing "
                                 "to unload; see GET /v1/models for the loaded adapters", "adapter_not_loaded")
-            if info is None or info.state == "LOADING":
+            if info is None or info.state == LOADING:
                 raise not_found(f"adapter '{ref}' is not loaded, so there is nothing to unload; see "
                                 "GET /v1/models for the loaded adapters", "adapter_not_loaded")
             if info.name:
@@ -209,7 +191,6 @@ class Server(Streaming):
             for key in list(self._lineage):  # a copy: control threads may add entries meanwhile
                 if key[0] == ref:
                     self._lineage.pop(key, None)
-            self._virtual.pop(ref, None)
             return AdapterStatus(adapter=ref, state="UNLOADED", task=info.task, method=info.method,
                                  labels=info.labels, bytes=info.bytes)
 
@@ -229,9 +210,9 @@ class Server(Streaming):
     async def models(self) -> ModelList:
         def work() -> ModelList:
             cards = [ModelCard(id=self.base_name, created=self.created, root=self.base_root, parent=None,
-                               state="READY", task="causal-lm" if self.engine.is_decoder else "encoder")]
+                               state=READY, task="causal-lm" if self.engine.is_decoder else "encoder")]
             for info in self.engine.adapters():
-                if info.state == "FAILED":
+                if info.state == FAILED:
                     continue
                 for ref in info.refs or [info.ref]:
                     lin = self._lineage_of(ref, info.name)
@@ -244,6 +225,8 @@ class Server(Streaming):
         return await self._thread(work)
 
     # ---- validation ----------------------------------------------------------------------------------
+    # The schemas check what holds for every deployment (types, ranges, unsupported options); these
+    # check this server's limits, each before the work it bounds.
     def _max_tokens(self, requested: int | None, default: int) -> int:
         n = default if requested is None else requested
         if n > self.limits.max_tokens:
@@ -261,49 +244,43 @@ class Server(Streaming):
             raise invalid(f"{rows} rows in one request (prompts x n, or inputs); this server's limit is "
                           f"{self.limits.max_batch_size}: split the request", "too_many_inputs")
 
-    def _check_prompt(self, text: str, adapter: str | None, new_tokens: int, param: str,
-                      special: bool = False) -> int:
-        """In the tokenizing thread: the prompt's token count, checked against the limits."""
+    def _tokens(self, text: str, virtual: int, new_tokens: int, param: str, special: bool = False) -> list[int]:
+        """In the tokenizing thread: the prompt's tokens, checked against the limits (``virtual``:
+        the adapter's prefix tokens, which take positions of the context too)."""
         self._check_chars(len(text), param)
-        n = len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        n = len(ids)
         if n == 0:
             raise invalid("the prompt is empty (no tokens)", "empty_prompt", param)
         limit = self.limits.max_prompt_tokens
         if n > limit:
             raise invalid(f"the prompt has {n} tokens; this server's limit is {limit}", "prompt_too_long", param)
-        if self.context:
-            virtual = self._virtual.get(adapter, 0) if adapter else 0
-            if n + new_tokens + virtual > self.context:
-                raise invalid(f"the prompt ({n} tokens) plus max_tokens ({new_tokens}) is over the base's context "
-                              f"length of {self.context - virtual} tokens", "context_length_exceeded", param)
-        return n
+        if self.context and n + new_tokens + virtual > self.context:
+            raise invalid(f"the prompt ({n} tokens) plus max_tokens ({new_tokens}) is over the base's context "
+                          f"length of {self.context - virtual} tokens", "context_length_exceeded", param)
+        return ids
 
-    def _stops(self, stop) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4:
-            raise invalid("at most 4 stop strings", "invalid_stop", "stop")
-        return [s for s in stops if s]
+    def _stream_checks(self, body, prompts: int) -> None:
+        if prompts != 1 or body.n != 1:
+            raise invalid("streaming takes one prompt and n=1", "unsupported", "stream")
+        if self._streams >= self.limits.max_streams:
+            raise APIError(503, f"too many streams in progress (max_streams={self.limits.max_streams})",
+                           "overloaded_error", "overloaded")
 
-    def _unsupported(self, body) -> None:
-        if body.logprobs not in (None, False, 0):
-            raise invalid("logprobs are not supported by this server", "unsupported", "logprobs")
-        if getattr(body, "echo", False):
-            raise invalid("echo is not supported by this server", "unsupported", "echo")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(body, name) not in (None, 0, 0.0):
-                raise invalid(f"{name} is not supported by this server", "unsupported", name)
-
-    async def _generation_adapter(self, model: str) -> str | None:
+    async def _generation_adapter(self, model: str) -> tuple[str | None, int]:
+        """The adapter a completion for ``model`` runs with (resident from here on) and its prefix
+        tokens."""
         adapter = self.adapter_for(model)
         if not self.engine.is_decoder:
             raise invalid(f"the base '{self.base_name}' is an encoder: it cannot generate text; use /v1/classify",
                           "not_a_generator", "model")
-        if adapter is not None:
-            info = await self.ensure(adapter)
-            if info.task != "causal-lm":
-                raise invalid(f"'{model}' is a {info.task} adapter, not a text generator; use /v1/classify",
-                              "wrong_task", "model")
-        return adapter
+        if adapter is None:
+            return None, 0
+        info = await self.ensure(adapter)
+        if not TASKS[info.task].generative:
+            raise invalid(f"'{model}' is a {info.task} adapter, not a text generator; use /v1/classify",
+                          "wrong_task", "model")
+        return adapter, info.virtual_tokens
 
     # ---- chat and completions ---------------------------------------------------------------------------
     def chat_prompt(self, messages) -> str:
@@ -320,63 +297,82 @@ class Server(Streaming):
                               "messages") from None
         return format_prompt(self.tokenizer, "\n".join(f"{t['role']}: {t['content']}" for t in turns))
 
+    def _request(self, body, prompt: str, ids: list[int], adapter: str | None, new: int) -> GenerationRequest:
+        """The engine's request for one prompt of ``body``: its text already rendered and tokenized."""
+        return GenerationRequest(prompt, adapter, max_new_tokens=new, temperature=body.temperature, top_p=body.top_p,
+                                 seed=body.seed, stop=body.stop or (), raw=True, prompt_ids=ids)
+
     async def chat(self, body: ChatCompletionRequest):
-        self._unsupported(body)
         self._check_rows(body.n)
         # The rendered prompt holds at least every role and content: refuse before rendering it.
         self._check_chars(sum(len(m.role) + len(m.text()) for m in body.messages), "messages")
-        adapter = await self._generation_adapter(body.model)
+        adapter, virtual = await self._generation_adapter(body.model)
         new = self._max_tokens(body.max_completion_tokens or body.max_tokens, self.limits.default_max_tokens)
 
         def prepare():
             prompt = self.chat_prompt(body.messages)
-            return prompt, self._check_prompt(prompt, adapter, new, "messages")
+            return prompt, self._tokens(prompt, virtual, new, "messages")
 
-        prompt, used = await self._tokenizing(prepare)
-        row = Row(prompt, adapter, new, body.temperature, body.top_p, body.seed, self._stops(body.stop))
+        prompt, ids = await self._tokenizing(prepare)
+        request = self._request(body, prompt, ids, adapter, new)
         if body.stream:
             self._stream_checks(body, 1)
-            return await self._stream(row, body.model, used, chat=True, usage=include_usage(body))
-        results = await self._submit("generate", adapter, _choices(row, body.n))
+            return await self._stream(request, body.model, len(ids), chat=True, usage=include_usage(body))
+        results = await self._submit("generate", adapter, _choices(request, body.n))
         choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
                    for i, r in enumerate(results)]
-        out = sum(r.tokens for r in results)
+        used, out = len(ids), sum(r.tokens for r in results)
         self.metrics.tokens.inc(out)
-        return ChatCompletionResponse(id=self._id("chatcmpl"), created=int(time.time()), model=body.model,
+        return ChatCompletionResponse(id=new_id("chatcmpl"), created=int(time.time()), model=body.model,
                                       choices=choices, usage=Usage(prompt_tokens=used, completion_tokens=out,
                                                                    total_tokens=used + out))
 
     async def complete(self, body: CompletionRequest):
-        self._unsupported(body)
-        if not isinstance(body.prompt, str):
-            self._check_rows(len(body.prompt) * body.n)
-        adapter = await self._generation_adapter(body.model)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        self._check_rows(len(prompts) * body.n)
+        adapter, virtual = await self._generation_adapter(body.model)
         # OpenAI's default of 16 when max_tokens is left out, within this server's limit.
         new = self._max_tokens(body.max_tokens if "max_tokens" in body.model_fields_set else None,
                                min(16, self.limits.max_tokens))
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-        if not prompts:
-            raise invalid("prompt: an empty list", "empty_prompt", "prompt")
-        self._check_rows(len(prompts) * body.n)
         for p in prompts:
             self._check_chars(len(p), "prompt")
-        stops = self._stops(body.stop)
-        used = sum(await self._tokenizing(lambda: [self._check_prompt(p, adapter, new, "prompt") for p in prompts]))
-        rows = []
-        for p in prompts:
-            rows += _choices(Row(p, adapter, new, body.temperature, body.top_p, body.seed, stops), body.n)
+        tokens = await self._tokenizing(lambda: [self._tokens(p, virtual, new, "prompt") for p in prompts])
+        used = sum(len(ids) for ids in tokens)
+        requests = []
+        for p, ids in zip(prompts, tokens):
+            requests += _choices(self._request(body, p, ids, adapter, new), body.n)
         if body.stream:
             self._stream_checks(body, len(prompts))
-            return await self._stream(rows[0], body.model, used, chat=False, usage=include_usage(body))
-        results = await self._submit("generate", adapter, rows)
+            return await self._stream(requests[0], body.model, used, chat=False, usage=include_usage(body))
+        results = await self._submit("generate", adapter, requests)
         choices = [CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason) for i, r in enumerate(results)]
         out = sum(r.tokens for r in results)
         self.metrics.tokens.inc(out)
-        return CompletionResponse(id=self._id("cmpl"), created=int(time.time()), model=body.model, choices=choices,
+        return CompletionResponse(id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=choices,
                                   usage=Usage(prompt_tokens=used, completion_tokens=out, total_tokens=used + out))
 
+    async def _stream(self, request: GenerationRequest, model: str, prompt_tokens: int, chat: bool, usage: bool):
+        loop = asyncio.get_running_loop()
+
+        def ended() -> None:
+            self._observe()
+            # The slot is freed when the work ends, even if the client vanished before its first byte.
+            try:
+                loop.call_soon_threadsafe(self._end_stream)
+            except RuntimeError:  # the loop is closed
+                pass
+
+        self._streams += 1
+        self.metrics.streams.set(self._streams)
+        return await sse_response(self.engine, request, model=model, prompt_tokens=prompt_tokens, chat=chat,
+                                  usage=usage, executor=self._stream_executor, on_tokens=self.metrics.tokens.inc,
+                                  on_end=ended)
+
+    def _end_stream(self) -> None:
+        self._streams -= 1
+        self.metrics.streams.set(self._streams)
+
     async def _submit(self, kind: str, adapter: str | None, rows: list) -> list:
-        self._check_rows(len(rows))
         try:
             return await self.batcher.submit(kind, adapter, rows)
         except Exception as exc:
@@ -386,10 +382,7 @@ class Server(Streaming):
         """In a batch worker thread: one engine call for rows of many adapters."""
         if kind == "classify":
             return self.engine.classify([r[0] for r in rows], [r[1] for r in rows])
-        return self.engine.generate(
-            [r.prompt for r in rows], [r.adapter for r in rows], max_new_tokens=[r.max_new_tokens for r in rows],
-            temperature=[r.temperature for r in rows], top_p=[r.top_p for r in rows], seed=[r.seed for r in rows],
-            stop=[list(r.stop) for r in rows], raw=True)
+        return self.engine.run(rows)
 
     # ---- classification ------------------------------------------------------------------------------------
     async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
@@ -397,20 +390,19 @@ class Server(Streaming):
         if adapter is None:
             raise invalid(f"'{body.model}' is the base model; name a classification adapter", "wrong_task", "model")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        if not texts:
-            raise invalid("input: an empty list", "empty_input", "input")
         self._check_rows(len(texts))
         for t in texts:
             self._check_chars(len(t), "input")
         info = await self.ensure(adapter)
-        if info.task != "classification":
+        if TASKS[info.task].generative:
             raise invalid(f"'{body.model}' is a {info.task} adapter, not a classifier", "wrong_task", "model")
-        used = sum(await self._tokenizing(
-            lambda: [self._check_prompt(t, adapter, 0, "input", special=True) for t in texts]))
+        virtual = info.virtual_tokens
+        used = sum(len(ids) for ids in await self._tokenizing(
+            lambda: [self._tokens(t, virtual, 0, "input", special=True) for t in texts]))
         results = await self._submit("classify", adapter, [(t, adapter) for t in texts])
         data = [ClassifyResult(index=i, label=r["label"], probabilities=r["probabilities"])
                 for i, r in enumerate(results)]
-        return ClassifyResponse(id=self._id("cls"), created=int(time.time()), model=body.model, data=data,
+        return ClassifyResponse(id=new_id("cls"), created=int(time.time()), model=body.model, data=data,
                                 usage=Usage(prompt_tokens=used, total_tokens=used))
 
 
@@ -433,13 +425,11 @@ def canonical_ref(ref: str) -> str:
     return ref
 
 
-def _choices(row: Row, n: int) -> list[Row]:
-    """``n`` rows for one prompt; seeded sampling gets seed, seed+1, ... so choices differ."""
-    if n == 1 or row.seed is None:
-        return [row] * n
-    from dataclasses import replace
-
-    return [replace(row, seed=(row.seed + i) % (2**63)) for i in range(n)]
+def _choices(request: GenerationRequest, n: int) -> list[GenerationRequest]:
+    """``n`` requests for one prompt; seeded sampling gets seed, seed+1, ... so choices differ."""
+    if n == 1 or request.seed is None:
+        return [request] * n
+    return [replace(request, seed=(request.seed + i) % (2**63)) for i in range(n)]
 
 
 def _epoch(iso: str | None) -> int | None:
@@ -451,14 +441,3 @@ def _epoch(iso: str | None) -> int | None:
         return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return None
-
-
-def _virtual_tokens(info) -> int:
-    """A prefix adapter's virtual tokens (they shift positions), read from its config."""
-    if info.method != "prefix" or not info.path:
-        return 0
-    try:
-        cfg = json.loads((Path(info.path) / "adapter_config.json").read_text())
-        return int(cfg.get("num_virtual_tokens") or 0)
-    except (OSError, ValueError):
-        return 0

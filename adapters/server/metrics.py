@@ -17,6 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from adapters.runtime import READY
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -61,7 +63,7 @@ class Metrics:
     def observe_resident(self, infos) -> None:
         """Diff the engine's resident set against the last one seen: new names are loads, names
         gone without an unload request are evictions."""
-        names = {i.name for i in infos if i.state == "READY" and i.name}
+        names = {i.name for i in infos if i.state == READY and i.name}
         with self._lock:
             added, gone = names - self._resident, self._resident - names
             unloaded = gone & self._unloading

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 MAX_SEED = 2**63 - 1
@@ -176,6 +176,59 @@ class ChatCompletionResponse(_Response):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+
+
+# ---- stream=true: the chunks of the server-sent events (serialised in this field order) ------------
+class ChatDelta(BaseModel):
+    """The new part of the assistant's message; fields left at None are left out of the chunk."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer
+    def _present(self) -> dict[str, Any]:
+        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class StreamChunk(BaseModel):
+    """One event of a stream: ``object`` is ``chat.completion.chunk`` or ``text_completion``; the
+    last event before ``[DONE]`` has no choices and the usage (with ``include_usage``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk", "text_completion"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice] | list[CompletionChunkChoice]
+    usage: Usage | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_usage(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if self.usage is None:
+            data.pop("usage", None)
+        return data
+
+
+class StreamError(BaseModel):
+    """The event a stream ends with when generation fails after its first piece."""
+
+    message: str
+    type: str
+    code: str | None = None
 
 
 # ---- /v1/models ------------------------------------------------------------------------------------

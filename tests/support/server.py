@@ -118,7 +118,7 @@ def shared_server(tmp_path_factory, tiny_llama: Path, tiny_bert: Path, chat_json
             "cls": train_into_store(root, "sentiment", tiny_llama, sentiment_csv, 4),
             "bert": train_into_store(root, "bert-sentiment", tiny_bert, sentiment_csv, 5),
         }
-        engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root), store_root=root)
+        engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root))
         limits = Limits(max_prompt_chars=2000, max_prompt_tokens=128, max_tokens=24, default_max_tokens=8,
                         max_batch_size=16, max_wait_ms=20, max_queue=512, max_streams=16)
         app = create_app(engine, api_key=API_KEY, limits=limits, store_root=root, served_name="tiny-llama")

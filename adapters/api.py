@@ -6,7 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.artifact import adapter_dir, check_output_dir, store_ref
+from adapters.combine.merge import DENSITY_METHODS, MERGE_METHODS
 from adapters.config import TrainConfig, load_config
+
+__all__ = ["DENSITY_METHODS", "MERGE_METHODS", "adapter_dir", "export_merged", "load", "merge", "train"]
 
 
 def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | None) -> TrainConfig:

@@ -91,7 +91,7 @@ def test_adapter_of_another_base_is_refused(tiny_llama, gen_adapters, tmp_path):
     with pytest.raises(BaseMismatchError):
         engine.load(str(wrong))
     (info,) = engine.adapters()
-    assert info.state == FAILED and "other base" in info.error
+    assert info.state == FAILED and "other weights" in info.error
     assert not engine.lora.slots and not engine.lora.layers  # nothing was put in place
 
 

@@ -115,7 +115,7 @@ def test_unknown_adapters_are_404_and_another_base_is_409(served):
             assert_error(post(served, path, {"model": model, **body}), 404, "model_not_found")
         r = post(served, path, {"model": "bert-sentiment", **body})
         assert_error(r, 409, "base_mismatch")
-        assert "other base" in r.json()["error"]["message"]
+        assert "other weights" in r.json()["error"]["message"]
     assert_error(post(served, "/v1/adapters/load", {"adapter": "bert-sentiment"}), 409, "base_mismatch")
     assert "bert-sentiment" not in {m["id"] for m in httpx.get(f"{served.url}/v1/models",
                                                                 headers=served.headers()).json()["data"]}

@@ -1,8 +1,9 @@
-"""The engine's own decode loop (``generate``, ``stream``): token choice, stop conditions, text.
+"""The engine's own decode loop (``Decoder``): token choice, stop conditions, text.
 
 The engine decodes step by step itself (rather than calling ``model.generate``) because rows carry
 different prefixes, so their position ids and attention masks are built per row; the same loop
-serves ``generate`` (a batch) and ``stream`` (pieces of one row as they come).
+serves ``generate`` (a batch) and ``stream`` (pieces of one row as they come). The engine pins the
+adapters and builds the first step's inputs (``Prefill``); the decoder only runs the model.
 Sampling uses one ``torch.Generator`` per row, seeded from the request: a row's sampled text
 depends on its seed and its own logits, not on which other requests share its batch.
 """

@@ -3,7 +3,7 @@
 Work is bounded before it is done: a request's row count is checked before any row is tokenized,
 a prompt's characters before its tokens, and tokenizing and chat templates run in a thread of
 their own, so one large request never holds up the event loop (other clients, ``/health``).
-What the server remembers per name (lineage, prefix lengths) is capped, so a client sending
+What the server remembers per name (lineage) is capped, so a client sending
 endless distinct refs cannot grow its memory.
 """
 

@@ -94,10 +94,10 @@ class Timed:
 
 
 def measure(maker, root, quant: str, s: dict) -> dict:
-    from adapters.runtime import Engine
+    from adapters.runtime import Engine, store_resolver
 
-    one = Engine(CLS_BASE, quant=quant, store_root=root, max_adapters=2 * RESIDENT_TARGET)
-    many = Engine(CLS_BASE, quant=quant, store_root=root, max_adapters=2 * RESIDENT_TARGET)
+    one = Engine(CLS_BASE, quant=quant, resolver=store_resolver(root), max_adapters=2 * RESIDENT_TARGET)
+    many = Engine(CLS_BASE, quant=quant, resolver=store_resolver(root), max_adapters=2 * RESIDENT_TARGET)
     refs: list[str] = []
     loads: list[tuple[int, float]] = []  # (adapters resident before the load, seconds)
 

@@ -106,11 +106,11 @@ def summary(runs: dict[str, list[dict]], baselines: list[tuple[str, str]]) -> di
 
 
 def measure(adapters: dict, quant: str, s: dict, server: Server) -> dict:
-    from adapters.runtime import Engine
+    from adapters.runtime import Engine, store_resolver
 
     lora = [ref for ref, _ in adapters["lora"]]
     prefix = [ref for ref, _ in adapters["prefix"]]
-    engine = Engine(GEN_BASE, quant=quant, store_root=server.root, preload=lora + prefix)
+    engine = Engine(GEN_BASE, quant=quant, resolver=store_resolver(server.root), preload=lora + prefix)
     log(f"engine loaded with {len(lora)} LoRA and {len(prefix)} prefix adapters resident "
         f"({engine.plan.device}, {str(engine.plan.compute_dtype).removeprefix('torch.')} compute)")
     tokens, repeats = s["tokens"], s["repeats"]
@@ -364,7 +364,7 @@ async def _batched_clients(make_srv, jobs: list[list[tuple[str, str]]], tokens: 
     """The same clients against the server's own request path minus HTTP: a fresh
     ``handlers.Server`` (what ``adapters serve`` runs behind its routes) whose batcher (same max batch
     size, max wait, round-robin fill) runs ``Server._run`` on this process's engine."""
-    from adapters.server.handlers import Row
+    from adapters.runtime import GenerationRequest
 
     srv = make_srv()
     await srv.start()
@@ -372,7 +372,7 @@ async def _batched_clients(make_srv, jobs: list[list[tuple[str, str]]], tokens: 
         async def one_client(mine):
             produced = stopped = 0
             for prompt, ref in mine:
-                results = await srv.batcher.submit("generate", ref, [Row(prompt, ref, tokens, 0.0, 1.0, None, [])])
+                results = await srv.batcher.submit("generate", ref, [GenerationRequest(prompt, ref, tokens, raw=True)])
                 produced += sum(r.tokens for r in results)
                 stopped += sum(r.finish_reason == "stop" for r in results)
             return produced, stopped

@@ -42,7 +42,7 @@ class Loaded:
 
     @torch.no_grad()
     def generate(self, prompts: list[str] | str, max_new_tokens: int = 64, **kwargs) -> list[str]:
-        from adapters.data.batching import format_prompt
+        from adapters.base.loading import format_prompt
 
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)

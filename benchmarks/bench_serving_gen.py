@@ -400,7 +400,7 @@ def _http(engine, server: Server, refs: list[str], tokens: int, repeats: int, pe
     this process's ``process_time``, which also pays for its client coroutines), and its mean batch."""
     from adapters.server.handlers import Server as Handlers
     from adapters.server.limits import Limits
-    from adapters.server.metrics import Metrics
+    from adapters.server.prometheus import Metrics
 
     jobs = [[(PROMPTS[(c + j) % len(PROMPTS)], refs[c % len(refs)]) for j in range(per_client)]
             for c in range(HTTP_CLIENTS)]

@@ -308,7 +308,7 @@ def _export_data(config: str, path: str) -> dict:
     """Child: the exact train rows the project's config selects, as JSONL, plus what the Trainer
     script needs to build the same model (base path, quantization skip list, the peft config)."""
     from adapters.base.loading import head_modules
-    from adapters.base.loading import load_config as model_config
+    from adapters.base.loading import load_model_config as model_config
     from adapters.base.resolve import resolve_base
     from adapters.config import load_config
     from adapters.data.splits import load_splits

@@ -43,9 +43,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from adapters.base.resolve import BUILTINS, builtin_source
+    from adapters.base.resolve import BUILTIN_BASES, builtin_source
 
-    return builtin_source(BUILTINS["minilm-l6"])
+    return builtin_source(BUILTIN_BASES["minilm-l6"])
 
 
 @pytest.fixture(scope="session")

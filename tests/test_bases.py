@@ -26,10 +26,10 @@ def test_directory_without_config_is_refused(tmp_path):
 
 
 def test_unknown_hub_id_fails_at_load_with_a_hint():
-    from adapters.base.loading import load_config
+    from adapters.base.loading import load_model_config
 
     with pytest.raises(BaseModelError) as err:
-        load_config(resolve_base("no-such-org/no-such-model"))
+        load_model_config(resolve_base("no-such-org/no-such-model"))
     assert "built-in base" in err.value.hint
 
 
@@ -95,9 +95,10 @@ def test_4bit_is_nf4_double_quant_with_heads_skipped():
 
 
 def test_head_modules_are_derived_per_architecture(tiny_bert, tiny_llama):
-    from adapters.base.loading import head_modules, load_config
+    from adapters.base.loading import head_modules, load_model_config
 
-    assert head_modules("classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier", "bert.pooler"]
-    assert head_modules("token-classification", load_config(resolve_base(str(tiny_bert)))) == ["classifier"]
-    assert head_modules("classification", load_config(resolve_base(str(tiny_llama)))) == ["score"]
-    assert head_modules("causal-lm", load_config(resolve_base(str(tiny_llama)))) == []
+    bert, llama = (load_model_config(resolve_base(str(path))) for path in (tiny_bert, tiny_llama))
+    assert head_modules("classification", bert) == ["classifier", "bert.pooler"]
+    assert head_modules("token-classification", bert) == ["classifier"]
+    assert head_modules("classification", llama) == ["score"]
+    assert head_modules("causal-lm", llama) == []

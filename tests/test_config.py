@@ -24,7 +24,7 @@ def test_shipped_configs_validate(path):
 
 @pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
 def test_shipped_serve_configs_validate(path):
-    from adapters.cli.serve import load_config as load_serve_config
+    from adapters.cli.serve import load_serve_config
 
     cfg = load_serve_config(path, {})
     assert cfg.base and cfg.adapters

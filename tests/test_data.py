@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from adapters.base.loading import PROMPT_TEMPLATE, format_prompt
 from adapters.config import DataConfig
 from adapters.data.batching import (
     IGNORE_INDEX,
-    PROMPT_TEMPLATE,
     Collator,
-    format_prompt,
     length_grouped_batches,
     tokenize,
 )

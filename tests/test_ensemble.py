@@ -96,7 +96,7 @@ def test_classifier_ensemble_refusals(bert_classifiers, tiny_bert, tmp_path):
 
 def member_distribution(loaded, prompt: str, tokens: list[int]) -> torch.Tensor:
     """A member's next-token distribution after ``prompt`` + ``tokens``, from plain peft."""
-    from adapters.data.batching import format_prompt
+    from adapters.base.loading import format_prompt
 
     tok = loaded.tokenizer
     ids = tok(format_prompt(tok, prompt), add_special_tokens=False)["input_ids"] + tokens

@@ -63,7 +63,7 @@ def test_lora_merge_equals_peft_add_weighted_adapter(gen_loras, tiny_llama, meth
     assert result.ref == "chat-mix@1" and result.digest.startswith("sha256:")
 
     loaded = adapters.load(None, result.ref)
-    from adapters.data.batching import format_prompt
+    from adapters.base.loading import format_prompt
 
     tok = loaded.tokenizer
     tok.padding_side = "left"

@@ -42,7 +42,7 @@ def test_lru_evicts_least_recently_used_by_count(tiny_llama, variants):
 
 
 def test_lru_evicts_by_bytes(tiny_llama, variants):
-    from adapters.runtime.files import read_adapter_files
+    from adapters.runtime.adapter_parts import read_adapter_files
 
     nbytes = read_adapter_files(variants[0]).bytes
     engine = Engine(str(tiny_llama), quant="none", device="cpu", max_bytes=int(2.5 * nbytes))

@@ -16,7 +16,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from adapters.cli.serve import build, load_config, register
+from adapters.cli.serve import build, load_serve_config, register
 from adapters.errors import ConfigError, UsageError
 
 from support.server import CHAT, train_into_store
@@ -39,25 +39,25 @@ def test_register_adds_serve_with_its_options():
 
 
 def test_config_file_then_flags():
-    cfg = load_config(REPO / "configs" / "serve-smollm2.yaml", {"port": 9001, "max_tokens": 64, "adapters": []})
+    cfg = load_serve_config(REPO / "configs" / "serve-smollm2.yaml", {"port": 9001, "max_tokens": 64, "adapters": []})
     assert cfg.base == "smollm2-135m" and cfg.quant == "4bit" and cfg.host == "127.0.0.1"
     assert cfg.port == 9001 and cfg.limits.max_tokens == 64 and cfg.limits.max_batch_size == 16
     assert cfg.adapters == ["chat-smollm2-lora", "topics-smollm2-prefix"]  # an empty --adapter list keeps them
-    assert load_config(None, {"base": "x"}).host == "127.0.0.1"  # binds localhost unless told otherwise
+    assert load_serve_config(None, {"base": "x"}).host == "127.0.0.1"  # binds localhost unless told otherwise
 
 
 def test_bad_configs_are_refused_with_hints(tmp_path):
     with pytest.raises(ConfigError, match="no base"):
-        load_config(None, {})
+        load_serve_config(None, {})
     bad = tmp_path / "serve.yaml"
     bad.write_text("base: x\nlimts: {max_tokens: 3}\n")
     with pytest.raises(ConfigError, match="limts") as exc:
-        load_config(bad, {})
+        load_serve_config(bad, {})
     assert exc.value.hint
     with pytest.raises(ConfigError, match="quant"):
-        load_config(None, {"base": "x", "quant": "3bit"})
+        load_serve_config(None, {"base": "x", "quant": "3bit"})
     with pytest.raises(UsageError, match="looks like a path"):
-        build(load_config(None, {"base": "x", "adapters": ["./out/adapter"]}))
+        build(load_serve_config(None, {"base": "x", "adapters": ["./out/adapter"]}))
 
 
 def test_serve_process_from_a_config(tmp_path, tiny_llama, chat_jsonl):
@@ -104,10 +104,10 @@ def test_serve_refuses_a_bad_ref_and_a_busy_port_before_loading_anything(tmp_pat
     import sys
 
     code = ("import sys\n"
-            "from adapters.cli.serve import check_before_loading, load_config\n"
+            "from adapters.cli.serve import check_before_loading, load_serve_config\n"
             "from adapters.errors import UsageError\n"
             "try:\n"
-            "    check_before_loading(load_config(None, {'base': 'minilm-l6', 'adapters': sys.argv[1:2],"
+            "    check_before_loading(load_serve_config(None, {'base': 'minilm-l6', 'adapters': sys.argv[1:2],"
             " 'port': int(sys.argv[2])}))\n"
             "except UsageError as e:\n"
             "    print(e.message)\n"

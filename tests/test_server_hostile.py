@@ -314,11 +314,11 @@ def test_allowed_hosts_replace_the_default(served):
 
 
 def test_the_serve_command_takes_allowed_hosts_and_max_body_bytes():
-    from adapters.cli.serve import load_config
+    from adapters.cli.serve import load_serve_config
 
-    cfg = load_config(None, {"base": "x", "allowed_hosts": ["my-box.lan"], "max_body_bytes": 1024})
+    cfg = load_serve_config(None, {"base": "x", "allowed_hosts": ["my-box.lan"], "max_body_bytes": 1024})
     assert cfg.allowed_hosts == ["my-box.lan"] and cfg.limits.max_body_bytes == 1024
-    assert load_config(None, {"base": "x"}).allowed_hosts is None  # the loopback default
+    assert load_serve_config(None, {"base": "x"}).allowed_hosts is None  # the loopback default
 
 
 # ---- 5. the OpenAPI spec says what is accepted -------------------------------------------------------

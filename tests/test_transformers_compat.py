@@ -32,7 +32,7 @@ def write_prefix_adapter(path: Path, base: Path, kv: list[tuple[torch.Tensor, to
                          task: str = "CAUSAL_LM", head: dict[str, torch.Tensor] | None = None,
                          labels: list[str] | None = None) -> Path:
     """A PEFT prefix-tuning directory from per-layer (key, value), each [kv_heads, n, head_dim]:
-    the inverse of ``adapters.runtime.files.prefix_layers``."""
+    the inverse of ``adapters.runtime.adapter_parts.prefix_layers``."""
     from safetensors.torch import save_file
 
     heads, n, head_dim = kv[0][0].shape

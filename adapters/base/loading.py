@@ -25,7 +25,7 @@ def auto_class(task: str):
     return getattr(transformers, TASKS[task].auto_class)
 
 
-def load_config(base: ResolvedBase, task: str | None = None):
+def load_model_config(base: ResolvedBase, task: str | None = None):
     """The base's transformers config; with ``task``, also checked to fit it (check_task_fits),
     so a config read for a task is checked once, before anything heavy is loaded."""
     from transformers import AutoConfig
@@ -75,6 +75,19 @@ def head_modules(task: str, config) -> list[str]:
     return heads
 
 
+# Prompt format for causal-lm tokenizers without a chat template (Alpaca style). Training
+# (data.batching) and inference both use it, so an adapter sees at inference what it was trained on.
+PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+def format_prompt(tokenizer, prompt: str) -> str:
+    """The prompt text the model sees before its response (chat template when it has one)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             add_generation_prompt=True, tokenize=False)
+    return PROMPT_TEMPLATE.format(prompt=prompt)
+
+
 def load_tokenizer(base: ResolvedBase, task: str):
     from transformers import AutoTokenizer
 
@@ -91,9 +104,9 @@ def load_tokenizer(base: ResolvedBase, task: str):
 def load_base_model(base: ResolvedBase, task: str, quant: str, plan: DevicePlan,
                     label_names: list[str] | None = None, config=None, pad_token_id: int | None = None):
     """The frozen base with a fresh (unquantized) task head; quantized as asked. ``config``: the
-    base's config, already read by the caller with ``load_config(base, task)`` (checked) or
+    base's config, already read by the caller with ``load_model_config(base, task)`` (checked) or
     chosen to suit ``task``."""
-    config = config or load_config(base, task)
+    config = config or load_model_config(base, task)
     kwargs = {}
     if label_names:
         kwargs = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),

@@ -41,7 +41,7 @@ class ServeConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
 
 
-def load_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
+def load_serve_config(path: Path | None, overrides: dict[str, Any]) -> ServeConfig:
     from adapters.config import read_yaml
     from adapters.errors import ConfigError
 
@@ -159,7 +159,7 @@ def serve(
                  "max_wait_ms": max_wait_ms, "max_queue": max_queue, "max_body_bytes": max_body_bytes,
                  "allowed_hosts": [h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None,
                  "log_level": log_level}
-    cfg = load_config(config, overrides)
+    cfg = load_serve_config(config, overrides)
     check_before_loading(cfg)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         typer.echo(f"warning: binding {cfg.host} without an API key; anyone who can reach it can use it "

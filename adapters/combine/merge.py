@@ -189,7 +189,8 @@ def check_compatible(parents: list[Parent], method: str) -> None:
                          "task heads are averaged row by row, so the labels must be the same, in the same order")
         if (a.quant or "none") != (b.quant or "none"):
             raise differ("base quantizations", a.quant, b.quant, p,
-                         "each adapter learned corrections for the base as quantized; merge adapters of one quantization")
+                         "each adapter learned corrections for the base as quantized; "
+                         "merge adapters of one quantization")
         if _shapes(first.heads) != _shapes(p.heads):
             raise differ("task heads", sorted(_shapes(first.heads)) or "none", sorted(_shapes(p.heads)) or "none",
                          p, "merge adapters whose heads are the same modules of the same shapes")

@@ -13,25 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from adapters.base.loading import format_prompt
 from adapters.errors import DataError
 from adapters.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-# Prompt format for causal-lm tokenizers without a chat template (Alpaca style). Training and
-# inference (format_prompt) both use it, so an adapter sees at inference what it was trained on.
-PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _CHUNK = 1000  # rows per tokenizer call: fast tokenizers batch internally
-
-
-def format_prompt(tokenizer, prompt: str) -> str:
-    """The prompt text the model sees before its response (chat template when it has one)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                             add_generation_prompt=True, tokenize=False)
-    return PROMPT_TEMPLATE.format(prompt=prompt)
 
 
 def tokenize(splits, tokenizer, max_length: int) -> dict[str, Any]:

@@ -65,14 +65,14 @@ class Engine:
                  max_bytes: int = 2**30, resolver: Resolver | None = None,
                  preload: list[str] | None = None, pin_wait_s: float = 30.0, compute_dtype: str = "auto"):
         from adapters.base.device import plan_device
-        from adapters.base.loading import ENCODER_ONLY, load_base_model, load_config, load_tokenizer
+        from adapters.base.loading import ENCODER_ONLY, load_base_model, load_model_config, load_tokenizer
         from adapters.base.resolve import resolve_base, weights_fingerprint
 
         self.base = resolve_base(base)
         self.quant = quant
         self.plan = plan_device(device, compute_dtype)
         self.fingerprint = weights_fingerprint(self.base.path)
-        config = load_config(self.base)
+        config = load_model_config(self.base)
         # Decoders keep their LM head (generation) and get classifier heads per adapter; encoders
         # are loaded as their sequence classifier so the body's module paths match the adapters'.
         self.is_decoder = config.model_type not in ENCODER_ONLY
@@ -115,8 +115,8 @@ class Engine:
     def load(self, ref: str) -> AdapterInfo:
         """Make ``ref`` resident (a no-op when it is); evicts least recently used adapters to fit."""
         from adapters.artifact import check_base
+        from adapters.runtime.adapter_parts import read_adapter_files
         from adapters.runtime.ensemble import ensemble_info, is_ensemble, parse
-        from adapters.runtime.files import read_adapter_files
 
         if is_ensemble(ref):  # its members become resident; the ensemble itself is only a ref
             return ensemble_info(self, parse(ref))
@@ -220,7 +220,7 @@ class Engine:
     def _install(self, files) -> dict:
         """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
         from adapters.errors import BaseMismatchError
-        from adapters.runtime.files import prefix_layers
+        from adapters.runtime.adapter_parts import prefix_layers
         from adapters.runtime.heads import Head, head_template, label_count
 
         task = TASKS[files.task]
@@ -438,7 +438,7 @@ class Engine:
     def _encode(self, requests: list[GenerationRequest]) -> list[list[int]]:
         """Each request's prompt tokens: the ones it carries, else its text (in the chat template
         unless ``raw``) tokenized, all texts in one tokenizer call."""
-        from adapters.data.batching import format_prompt
+        from adapters.base.loading import format_prompt
 
         todo = [i for i, r in enumerate(requests) if r.prompt_ids is None]
         rows: list = [list(r.prompt_ids) if r.prompt_ids is not None else None for r in requests]

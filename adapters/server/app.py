@@ -24,13 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.pathlike import looks_like_path
 from adapters.runtime.resolvers import store_resolver
 from adapters.server.errors import APIError, BodyTooLarge, error_json, translate
 from adapters.server.handlers import Server
 from adapters.server.hosts import HostCheck
 from adapters.server.limits import Limits
-from adapters.server.metrics import CONTENT_TYPE_LATEST, Metrics
-from adapters.server.refs import looks_like_path
+from adapters.server.prometheus import CONTENT_TYPE_LATEST, Metrics
 from adapters.server.schemas import (
     AdapterRequest,
     AdapterStatus,

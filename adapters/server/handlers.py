@@ -16,13 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from adapters.pathlike import looks_like_path
 from adapters.runtime import BASE, FAILED, LOADING, READY, GenerationRequest
 from adapters.runtime.cache import Bounded
 from adapters.server.batcher import Batcher
 from adapters.server.errors import APIError, invalid, not_found, redact, translate
 from adapters.server.limits import Limits
-from adapters.server.metrics import Metrics
-from adapters.server.refs import looks_like_path
+from adapters.server.prometheus import Metrics
 from adapters.server.schemas import (
     AdapterStatus,
     AssistantMessage,
@@ -42,6 +42,7 @@ from adapters.server.schemas import (
 )
 from adapters.server.streaming import include_usage, new_id, sse_response
 from adapters.tasks import TASKS
+from adapters_store import epoch_seconds
 
 MAX_VERSION = 2**63 - 1  # the store numbers versions in SQLite integers
 REMEMBERED = 1024  # refs whose lineage is kept
@@ -217,7 +218,8 @@ class Server:
                 for ref in info.refs or [info.ref]:
                     lin = self._lineage_of(ref, info.name)
                     cards.append(ModelCard(
-                        id=ref, created=_epoch(lin.get("created")) or self.created, root=ref, parent=self.base_name,
+                        id=ref, created=int(epoch_seconds(lin.get("created")) or self.created), root=ref,
+                        parent=self.base_name,
                         state=info.state, task=info.task, method=info.method, labels=info.labels, bytes=info.bytes,
                         version=lin.get("version"), digest=lin.get("digest"), lineage=lin.get("lineage")))
             return ModelList(data=cards)
@@ -284,7 +286,7 @@ class Server:
 
     # ---- chat and completions ---------------------------------------------------------------------------
     def chat_prompt(self, messages) -> str:
-        from adapters.data.batching import format_prompt
+        from adapters.base.loading import format_prompt
 
         turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
         if len(turns) == 1 and turns[0]["role"] == "user":
@@ -430,14 +432,3 @@ def _choices(request: GenerationRequest, n: int) -> list[GenerationRequest]:
     if n == 1 or request.seed is None:
         return [request] * n
     return [replace(request, seed=(request.seed + i) % (2**63)) for i in range(n)]
-
-
-def _epoch(iso: str | None) -> int | None:
-    if not iso:
-        return None
-    from datetime import datetime
-
-    try:
-        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return None

@@ -20,8 +20,8 @@ from pydantic_core import PydanticCustomError
 
 MAX_SEED = 2**63 - 1
 # A store ref or ensemble ref, never a filesystem path: no slash or backslash, not starting with
-# '.' or '~', no drive letter ('C:'). The same rule as ``refs.looks_like_path``, written without
-# look-arounds so that fuzzers can generate from it.
+# '.' or '~', no drive letter ('C:'). The same rule as ``adapters.pathlike.looks_like_path``,
+# written without look-arounds so that fuzzers can generate from it.
 NOT_A_PATH = r"^(?:[^./\\~A-Za-z][^/\\]*|[A-Za-z](?:[^:/\\][^/\\]*)?)$"
 Prompt = Annotated[str, Field(min_length=1)]
 

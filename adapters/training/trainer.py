@@ -22,7 +22,7 @@ import torch
 
 from adapters.artifact import CONFIG_FILE, AdapterMeta, build_lineage, save_adapter
 from adapters.base.device import plan_device
-from adapters.base.loading import load_base_model, load_config, load_tokenizer
+from adapters.base.loading import load_base_model, load_model_config, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
 from adapters.config import TrainConfig
 from adapters.data import batching as B
@@ -173,7 +173,8 @@ def check_metric(cfg: TrainConfig) -> None:
     expected = METRIC_DIRECTIONS.get(stopping.metric)
     if expected and expected != stopping.mode:
         raise ConfigError(f"training.early_stopping.mode is '{stopping.mode}' but {stopping.metric} is better when "
-                          f"{'higher' if expected == 'max' else 'lower'}", f"set training.early_stopping.mode: {expected}")
+                          f"{'higher' if expected == 'max' else 'lower'}",
+                          f"set training.early_stopping.mode: {expected}")
 
 
 class Trainer:
@@ -198,7 +199,7 @@ class Trainer:
         self.plan = plan_device(cfg.device, cfg.compute_dtype)
         set_seed(cfg.training.seed)
         self.base = resolve_base(cfg.base)
-        model_config = load_config(self.base, cfg.task)  # checked to fit the task: before the data
+        model_config = load_model_config(self.base, cfg.task)  # checked to fit the task: before the data
         self.fingerprint = weights_fingerprint(self.base.path)
         parent = Path(self.init_from) if self.init_from else None
         shown = cfg.init_from or str(self.init_from)
@@ -215,10 +216,11 @@ class Trainer:
         self.model = self._with_adapter(model, heads)
         if self.plan.device == "cpu":
             use_cpu_dropout(self.model)  # torch's CPU dropout was ~1/3 of a LoRA step (CpuDropout)
+        cuda_bf16 = self.plan.device == "cuda" and self.plan.compute_dtype == torch.bfloat16
         self.accelerator = Accelerator(
             cpu=self.plan.device == "cpu",
             gradient_accumulation_steps=cfg.training.gradient_accumulation,
-            mixed_precision="bf16" if self.plan.device == "cuda" and self.plan.compute_dtype == torch.bfloat16 else "no",
+            mixed_precision="bf16" if cuda_bf16 else "no",
         )
         t = cfg.training
         self.steps_per_epoch = math.ceil(len(self.tokenized["train"]) / t.batch_size / t.gradient_accumulation)
@@ -452,12 +454,12 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
         problems.append(f"it is a {meta.method} adapter, the config asks for {cfg.method}")
         fixes.append(f"method: {meta.method}")
     if meta.task != cfg.task:
-        problems.append(f"it is a {meta['task']} adapter, the config's task is {cfg.task}")
-        fixes.append(f"task: {meta['task']}")
+        problems.append(f"it is a {meta.task} adapter, the config's task is {cfg.task}")
+        fixes.append(f"task: {meta.task}")
     if meta.fingerprint and fingerprint and meta.fingerprint != fingerprint:
-        problems.append(f"it was trained on base '{meta['base']}' ({meta['fingerprint'][:19]}…), the config's "
+        problems.append(f"it was trained on base {meta.base_text()}, the config's "
                         f"base '{cfg.base}' has other weights ({fingerprint[:19]}…)")
-        fixes.append(f"base: {meta['base']}")
+        fixes.append(f"base: {meta.base}")
     parent_labels = meta.labels
     labelled = not TASKS[cfg.task].generative
     if cfg.task == meta.task and labelled and parent_labels is not None and label_names is not None \
@@ -473,8 +475,8 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
         fixes.append("data.labels: [" + ", ".join(parent_labels) + "] (rows of other labels are left out)")
     elif cfg.task == meta.task and labelled and parent_labels is None and meta.num_labels \
             and label_names is not None and meta.num_labels != len(label_names):
-        problems.append(f"its head has {meta['num_labels']} outputs, this data has {len(label_names)} labels")
-        fixes.append(f"data.labels: the {meta['num_labels']} labels it was trained on, in its output order")
+        problems.append(f"its head has {meta.num_labels} outputs, this data has {len(label_names)} labels")
+        fixes.append(f"data.labels: the {meta.num_labels} labels it was trained on, in its output order")
     if problems:
         raise UsageError(f"init_from: {shown} cannot be trained further with this config: " + "; ".join(problems),
                          "match the parent (" + "; ".join(fixes) + "), or drop init_from to train a new adapter")

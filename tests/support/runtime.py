@@ -99,9 +99,8 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
     import torch
 
     from adapters.base.device import plan_device
-    from adapters.base.loading import load_base_model, load_tokenizer
+    from adapters.base.loading import format_prompt, load_base_model, load_tokenizer
     from adapters.base.resolve import resolve_base
-    from adapters.data.batching import format_prompt
     from adapters.inference import load
 
     if adapter is None:

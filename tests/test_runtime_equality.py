@@ -91,7 +91,7 @@ def test_classification_and_generation_share_one_body(llama_engine, gen_adapters
     llama_engine.classify(["a fine film"], [str(llama_cls_adapters["lora"])])
     llama_engine.generate(["hello"], [str(gen_adapters["A"])], max_new_tokens=2)
     infos = {i.path: i for i in llama_engine.adapters()}
-    head = next(e.payload["head"] for e in llama_engine._cache.entries.values() if e.payload["head"])
+    head = next(e.resident.head for e in llama_engine._cache.entries.values() if e.resident.head)
     # The head module holds only the classifier (64 x 2 here), no copy of the body.
     assert sum(p.numel() for p in head.model.parameters()) == 64 * 2
     assert {infos[str(llama_cls_adapters["lora"])].task, infos[str(gen_adapters["A"])].task} == {

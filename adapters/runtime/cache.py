@@ -63,7 +63,7 @@ class AdapterInfo:
 @dataclass
 class Entry:
     info: AdapterInfo
-    payload: Any = None  # the engine's resident objects for this adapter
+    resident: Any = None  # the engine's objects for this adapter (engine.Resident)
     pins: int = 0
     doomed: bool = False  # unload asked while pinned: drop at the last unpin
 

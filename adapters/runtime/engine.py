@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,6 +50,16 @@ def _contiguous_input(module, args):
     if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
         return (args[0].contiguous(), *args[1:])
     return None
+
+
+@dataclass
+class Resident:
+    """What the engine keeps of one resident adapter, besides its LoRA slots in the bank."""
+
+    task: str
+    method: str  # "lora" | "prefix"
+    prefix: list | None = None  # per layer (key, value) on the engine's device and dtype
+    head: Any = None  # a runtime.heads.Head for a classifier; None for a causal LM
 
 
 class Engine:
@@ -159,11 +171,11 @@ class Engine:
                 else:
                     for victim in self._victims(files.bytes):
                         self._drop(victim)
-                    payload = self._install(files)
-                    virtual = 0 if payload["prefix"] is None else payload["prefix"][0][0].shape[1]
+                    resident = self._install(files)
+                    virtual = 0 if resident.prefix is None else resident.prefix[0][0].shape[1]
                     entry = Entry(AdapterInfo(ref=ref, state=READY, name=files.name, task=files.task,
                                               method=files.method, labels=files.labels, bytes=files.bytes,
-                                              path=str(path), refs=[ref], virtual_tokens=virtual), payload)
+                                              path=str(path), refs=[ref], virtual_tokens=virtual), resident)
                     self._cache.add(files.name, entry)
                 self._refs[ref] = files.name
                 self._cache.touch(files.name)
@@ -217,8 +229,8 @@ class Engine:
         info = self._cache.get(name).info
         return replace(info, refs=list(info.refs))
 
-    def _install(self, files) -> dict:
-        """Put one adapter's parts in place (caller holds the lock); returns the payload to keep."""
+    def _install(self, files) -> Resident:
+        """Put one adapter's parts in place (caller holds the lock); returns what to keep of it."""
         from adapters.errors import BaseMismatchError
         from adapters.runtime.adapter_parts import prefix_layers
         from adapters.runtime.heads import Head, head_template, label_count
@@ -227,7 +239,7 @@ class Engine:
         if task.needs_decoder and not self.is_decoder:
             raise BaseMismatchError(f"a causal LM adapter cannot run on the encoder base '{self.base.id}'",
                              "serve it from an engine on a decoder base")
-        payload = {"task": files.task, "method": files.method, "prefix": None, "head": None}
+        resident = Resident(task=files.task, method=files.method)
         if files.method == "prefix":
             cfg = files.peft_config
             layers = prefix_layers(files.prefix.to(self.device, self.dtype), cfg)
@@ -236,16 +248,16 @@ class Engine:
             if got != expected:
                 raise BaseMismatchError(f"prefix adapter {files.path} has (layers, kv heads, head dim) {got}, "
                                  f"this base needs {expected}", "it was trained on another base")
-            payload["prefix"] = layers
+            resident.prefix = layers
         if task.labels == "row":  # a label per row: a classifier head over the shared body
             n_labels = label_count(files.head, files.labels)
             if n_labels not in self._head_templates:
                 self._head_templates[n_labels] = head_template(self.config, n_labels)
-            payload["head"] = Head(self._head_templates[n_labels], files.head, files.labels, self.model, self.dtype,
+            resident.head = Head(self._head_templates[n_labels], files.head, files.labels, self.model, self.dtype,
                                    self.device)
         if files.method == "lora":
             self._add_lora(files)
-        return payload
+        return resident
 
     def _kv_shape(self) -> tuple[int, int, int]:
         cfg = self.config.get_text_config()
@@ -301,7 +313,7 @@ class Engine:
 
     # ---- one forward pass over mixed rows ---------------------------------------------------------
     def _hooks(self, entries):
-        return self.lora.routed([e.info.name if e is not None and e.payload["method"] == "lora" else None
+        return self.lora.routed([e.info.name if e is not None and e.resident.method == "lora" else None
                                  for e in entries])
 
     def _check_task(self, refs: list, entries: list, generative: bool) -> None:
@@ -311,13 +323,13 @@ class Engine:
             if e is None:
                 if not generative:
                     raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
-            elif TASKS[e.payload["task"]].generative != generative:
+            elif TASKS[e.resident.task].generative != generative:
                 if generative:
                     raise UsageError(f"'{ref}' is a classification adapter", "use classify() for it")
                 raise UsageError(f"'{ref}' is not a classification adapter", "use generate() for it")
 
     def _prefixes(self, entries) -> tuple[list, list[int]]:
-        prefixes = [e.payload["prefix"] if e is not None else None for e in entries]
+        prefixes = [e.resident.prefix if e is not None else None for e in entries]
         return prefixes, [0 if p is None else p[0][0].shape[1] for p in prefixes]
 
     def _pad(self, rows: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,7 +388,7 @@ class Engine:
                 for i, e in enumerate(entries):
                     groups.setdefault(e.info.name, []).append(i)
                 for rows in groups.values():
-                    head = entries[rows[0]].payload["head"]
+                    head = entries[rows[0]].resident.head
                     idx = torch.tensor(rows, device=self.device)
                     logits = head.logits(hidden[idx], ids[idx], mask[idx])
                     for i, p in zip(rows, torch.softmax(logits.float(), dim=-1)):

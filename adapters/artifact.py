@@ -84,6 +84,12 @@ class AdapterMeta:
                    num_labels=num_labels, base=base.get("id") or peft.get("base_model_name_or_path"),
                    quant=lineage.get("quant"), fingerprint=base.get("fingerprint"), peft=peft, lineage=lineage)
 
+    def fits_weights(self, fingerprint: str | None) -> bool:
+        """False only when both fingerprints are known and differ: a plain PEFT directory (none
+        recorded) or a base not fingerprinted yet checks nothing here; peft's own shape checks
+        still apply when the weights load."""
+        return not (self.fingerprint and fingerprint) or self.fingerprint == fingerprint
+
     def base_text(self) -> str:
         """The base as messages name it: 'id' (sha256:0123456789ab…)."""
         return f"'{self.base}'" + (f" ({self.fingerprint[:19]}…)" if self.fingerprint else "")
@@ -92,9 +98,8 @@ class AdapterMeta:
 def check_base(meta: AdapterMeta, fingerprint: str | None, base_name: str, *, shown: str | None = None,
                hint: str | None = None) -> None:
     """Refuse ``meta``'s adapter on a base whose weights have ``fingerprint`` when it records
-    other ones. Either fingerprint unknown (a plain PEFT directory, a hub id not yet fetched)
-    checks nothing: peft's own shape checks still apply when the weights load."""
-    if not (meta.fingerprint and fingerprint) or meta.fingerprint == fingerprint:
+    other ones (see ``AdapterMeta.fits_weights``)."""
+    if meta.fits_weights(fingerprint):
         return
     raise BaseMismatchError(
         f"adapter {shown or meta.path} was trained on base {meta.base_text()}, "

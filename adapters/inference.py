@@ -13,6 +13,7 @@ from adapters.base.device import plan_device
 from adapters.base.loading import load_base_model, load_tokenizer
 from adapters.base.resolve import resolve_base, weights_fingerprint
 from adapters.errors import BaseMismatchError, UsageError
+from adapters.tasks import TASKS
 
 
 @dataclass
@@ -73,10 +74,11 @@ class Loaded:
 
     def predict(self, inputs, **kwargs):
         """classify, generate or tag, whichever the adapter's task is."""
-        if self.task == "classification":
-            return self.classify(inputs, **kwargs)
-        if self.task == "causal-lm":
+        task = TASKS[self.task]
+        if task.generative:
             return self.generate(inputs, **kwargs)
+        if task.labels == "row":
+            return self.classify(inputs, **kwargs)
         sentences = [s.split() if isinstance(s, str) else s for s in ([inputs] if isinstance(inputs, str) else inputs)]
         return self.tag(sentences)
 

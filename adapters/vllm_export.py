@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.tasks import method_for_peft_type
+
 # The ranks vLLM accepts for --max-lora-rank; its default, 16, covers smaller adapters.
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -18,7 +20,7 @@ def check_servable(ref: str, method: str | None, config: dict[str, Any]) -> None
     """Refuse, before anything is exported, an adapter vLLM cannot serve."""
     from adapters_store import StoreError
 
-    if str(config.get("peft_type", "")).upper() != "LORA":
+    if method_for_peft_type(config.get("peft_type")) != "lora":
         raise StoreError(f"{ref} is a {config.get('peft_type') or method} adapter; vLLM "
                          "serves LoRA adapters only", hint="use --format peft for other methods")
 

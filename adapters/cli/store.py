@@ -316,14 +316,15 @@ def export(ref: str = typer.Argument(..., help="The version to export."),
 
 def _stored_config(s, v) -> dict:
     """adapter_config.json of a version, read from its checked blob."""
+    from adapters.artifact import CONFIG_FILE
     from adapters_store import IntegrityError
 
     try:
-        config = json.loads(s.open_file(v.ref, "adapter_config.json"))
+        config = json.loads(s.open_file(v.ref, CONFIG_FILE))
     except ValueError:
         config = None
     if not isinstance(config, dict):
-        raise IntegrityError(f"{v.ref}: adapter_config.json is not a JSON object",
+        raise IntegrityError(f"{v.ref}: {CONFIG_FILE} is not a JSON object",
                              hint=f"re-import the adapter from its source, or "
                              f"`adapters rm {v.ref}`")
     return config

@@ -91,7 +91,7 @@ def read_adapter_files(path: Path) -> AdapterFiles:
         raise UsageError(f"prefix adapter {path} has no prompt_embeddings tensor", "re-save it with peft >= 0.5")
     if method == "lora" and not files.lora:
         raise UsageError(f"LoRA adapter {path} has no LoRA weights", "check adapter_model.safetensors")
-    if files.task == "causal-lm" and files.head:
+    if TASKS[files.task].generative and files.head:
         # The LM head is shared by every row; a causal LM adapter that retrained a whole module
         # (modules_to_save) cannot be batched with others without a copy of that module per row.
         raise UsageError(f"causal LM adapter {path} carries full modules ({', '.join(sorted(files.head)[:3])}); "

@@ -126,7 +126,7 @@ class Engine:
     # ---- the resident set ----------------------------------------------------------------------
     def load(self, ref: str) -> AdapterInfo:
         """Make ``ref`` resident (a no-op when it is); evicts least recently used adapters to fit."""
-        from adapters.artifact import check_base
+        from adapters.artifact import CONFIG_FILE, check_base
         from adapters.runtime.adapter_parts import read_adapter_files
         from adapters.runtime.ensemble import ensemble_info, is_ensemble, parse
 
@@ -157,7 +157,7 @@ class Engine:
                 raise UnknownAdapterError(exc.message, exc.hint) from None
             except (LookupError, FileNotFoundError) as exc:  # a store resolver's own "not found"
                 raise UnknownAdapterError(f"unknown adapter '{ref}': {exc}", "check the ref") from None
-            if not (path / "adapter_config.json").is_file():
+            if not (path / CONFIG_FILE).is_file():
                 raise UnknownAdapterError(f"unknown adapter '{ref}' ({path} is not an adapter directory)",
                                           "check the ref")
             files = read_adapter_files(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from adapters.artifact import CONFIG_FILE
 from adapters.errors import UsageError
 
 Resolver = Callable[[str], Path]
@@ -23,7 +24,7 @@ class UnknownAdapterError(UsageError, LookupError):
 def directory_resolver(ref: str) -> Path:
     """A resolver for refs that are adapter directories only."""
     path = Path(ref).expanduser()
-    if not (path / "adapter_config.json").is_file():
+    if not (path / CONFIG_FILE).is_file():
         raise UnknownAdapterError(f"unknown adapter '{ref}'", "pass an adapter directory or a store ref")
     return path
 

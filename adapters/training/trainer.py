@@ -324,24 +324,20 @@ class Trainer:
         return result
 
     def _loop(self, log: RunLog, run_id: str) -> TrainResult:
-        cfg, t = self.cfg, self.cfg.training
+        t = self.cfg.training
         stopping = t.early_stopping
         state = LoopState()
         if self.resume:
             saved = self.load_checkpoint()
             if saved:
                 state = saved
-        log.write("start", run_id=run_id, name=cfg.name, total_steps=self.total_steps,
-                  steps_per_epoch=self.steps_per_epoch, resumed_from=state.step if self.resume else None,
-                  sizes=self.splits.sizes, class_balance=self.splits.class_balance,
-                  labels=self.splits.label_names, config=cfg.model_dump(mode="json"), device=self.plan.device,
-                  pid=os.getpid(), host=socket.gethostname())
+        self._log_start(log, run_id, state)
         from adapters.training.progress import TrainProgress
 
         progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state.step)
-        model, train = self.model, self.tokenized["train"]
+        train = self.tokenized["train"]
         columns = [c for c in train.column_names if c != "length"]
-        model.train()
+        self.model.train()
         stop = False
         tokens_since, time_since = 0, time.perf_counter()
         loss_sum, loss_count = 0.0, 0
@@ -354,16 +350,9 @@ class Trainer:
                     rows = train.select(idx).select_columns(columns)
                     batch = self.collator([rows[i] for i in range(len(rows))])
                     batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                    with self.accelerator.accumulate(model):
-                        loss = model(**batch).loss
-                        self.accelerator.backward(loss)
-                        if self.accelerator.sync_gradients and t.max_grad_norm:
-                            self.accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                        self.optimizer.step()
-                        self.scheduler.step()
-                        self.optimizer.zero_grad()
+                    loss = self._step(batch)
                     tokens_since += int(batch["attention_mask"].sum())
-                    loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
                     state.batch_in_epoch = b + 1
                     if not self.accelerator.sync_gradients:
                         continue
@@ -390,6 +379,28 @@ class Trainer:
                     state.epoch += 1
                     state.batch_in_epoch = 0
         return self._finish(log, run_id, state)
+
+    def _log_start(self, log: RunLog, run_id: str, state: LoopState) -> None:
+        cfg, splits = self.cfg, self.splits
+        log.write("start", run_id=run_id, name=cfg.name, total_steps=self.total_steps,
+                  steps_per_epoch=self.steps_per_epoch, resumed_from=state.step if self.resume else None,
+                  sizes=splits.sizes, class_balance=splits.class_balance, labels=splits.label_names,
+                  config=cfg.model_dump(mode="json"), device=self.plan.device, pid=os.getpid(),
+                  host=socket.gethostname())
+
+    def _step(self, batch: dict) -> float:
+        """One forward and backward; the optimizer steps when gradient accumulation says so.
+        Returns the batch's loss."""
+        model, max_norm = self.model, self.cfg.training.max_grad_norm
+        with self.accelerator.accumulate(model):
+            loss = model(**batch).loss
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and max_norm:
+                self.accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        return loss.item()
 
     def _after_eval(self, log: RunLog, state: LoopState, stopping, end_of_epoch: bool) -> bool:
         """Evaluate on dev, keep the best adapter weights, checkpoint, and say whether to stop."""
@@ -456,7 +467,7 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
     if meta.task != cfg.task:
         problems.append(f"it is a {meta.task} adapter, the config's task is {cfg.task}")
         fixes.append(f"task: {meta.task}")
-    if meta.fingerprint and fingerprint and meta.fingerprint != fingerprint:
+    if not meta.fits_weights(fingerprint):
         problems.append(f"it was trained on base {meta.base_text()}, the config's "
                         f"base '{cfg.base}' has other weights ({fingerprint[:19]}…)")
         fixes.append(f"base: {meta.base}")

@@ -80,6 +80,11 @@ def read_adapter_files(path: Path) -> AdapterFiles:
     if method == "lora" and (peft_cfg.get("use_dora") or peft_cfg.get("alora_invocation_tokens")):
         raise UsageError(f"adapter {path} uses a LoRA variant (DoRA/aLoRA) the runtime does not batch",
                          "use adapters.load() for it")
+    if method == "lora" and peft_cfg.get("bias", "none") not in (None, "none"):
+        # The slot bank adds x @ A.T @ B.T per row; a trained bias changes the base layer itself,
+        # which every row shares, so it cannot be served per row.
+        raise UsageError(f"adapter {path} trains biases (LoRA bias={peft_cfg['bias']!r}), which the runtime does not "
+                         "serve per row", "use adapters.load() for it, or train it with bias='none'")
     if method == "prefix" and peft_cfg.get("num_transformer_submodules", 1) != 1:
         raise UsageError(f"prefix adapter {path} is for an encoder-decoder model", "use adapters.load()")
 
@@ -91,6 +96,13 @@ def read_adapter_files(path: Path) -> AdapterFiles:
         raise UsageError(f"prefix adapter {path} has no prompt_embeddings tensor", "re-save it with peft >= 0.5")
     if method == "lora" and not files.lora:
         raise UsageError(f"LoRA adapter {path} has no LoRA weights", "check adapter_model.safetensors")
+    in_head = sorted({_strip(k).split(".lora_")[0] for k in files.lora if ".pooler." in k})
+    if in_head:
+        # The classifier head is replayed from its own copy of the pooler (runtime/heads.py): LoRA
+        # on the resident pooler would change an output the head never reads.
+        raise UsageError(f"adapter {path} puts LoRA on the pooler ({', '.join(in_head)}), part of the classifier "
+                         "head the runtime replays without LoRA", "use adapters.load() for it, or leave the pooler out "
+                         "of target_modules")
     if TASKS[files.task].generative and files.head:
         # The LM head is shared by every row; a causal LM adapter that retrained a whole module
         # (modules_to_save) cannot be batched with others without a copy of that module per row.

@@ -72,6 +72,14 @@ class Head:
                 raise BaseMismatchError(f"classifier head weight '{name}' missing or of another shape in the adapter",
                                  "the adapter does not fit this base; retrain it on this base")
             _assign(model, name, source.detach().to(device, dtype if source.is_floating_point() else source.dtype))
+        known = {name for name, _ in list(model.named_parameters()) + list(model.named_buffers())}
+        unused = sorted(set(state) - known)
+        if unused:
+            # Trained tensors outside the head (a body layer in modules_to_save, trained biases):
+            # serving without them would answer differently from the adapter, so refuse instead.
+            raise UsageError(f"the adapter trains tensors outside its classifier head ({', '.join(unused[:3])}"
+                             f"{', …' if len(unused) > 3 else ''}), which the runtime does not serve per row",
+                             "use adapters.load() for it")
         self.model = model
         self.labels = [labels[i] if labels else str(i) for i in range(n_labels)]
 

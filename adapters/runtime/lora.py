@@ -166,7 +166,10 @@ class LoraBank:
     @contextlib.contextmanager
     def routed(self, names: list[str | None]):
         """Route the rows of the forward passes inside to their adapters (None: no LoRA)."""
-        slots = [self.slots.get(n, 0) if n is not None else 0 for n in names]
+        missing = [n for n in names if n is not None and n not in self.slots]
+        if missing:  # routing such a row to slot 0 would answer with the bare base, unannounced
+            raise LookupError(f"LoRA adapter(s) {', '.join(sorted(set(missing)))} have no slot in the bank")
+        slots = [self.slots[n] if n is not None else 0 for n in names]
         single = slots[0] if len(set(slots)) == 1 else None
         if single == 0 or not self.slots:  # no LoRA row at all
             yield

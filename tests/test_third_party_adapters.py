@@ -73,3 +73,28 @@ def test_what_the_engine_cannot_serve_per_row_is_refused_naming_it(case, lora, n
 def test_an_unknown_slot_name_is_an_error_not_the_bare_base(engine):
     with pytest.raises(LookupError, match="no slot"), engine.lora.routed(["a_0000000000000000"]):
         pass
+
+
+def test_over_http_the_refusal_is_a_4xx_that_names_the_feature(tiny_bert, tmp_path):
+    import httpx
+
+    from adapters.server import Limits, create_app, store_resolver
+    from adapters_store import Store
+    from support.server import serve_in_thread
+
+    root = tmp_path / "store"
+    with Store(root) as s:
+        s.put(_peft_classifier(tiny_bert, tmp_path / "biased", target_modules=["query", "value"], bias="all"),
+              "biased")
+        s.put(_peft_classifier(tiny_bert, tmp_path / "plain", target_modules=["query", "value"]), "plain")
+    engine = Engine(str(tiny_bert), quant="none", resolver=store_resolver(root))
+    port, stop = serve_in_thread(create_app(engine, api_key=None, limits=Limits(), store_root=root))
+    try:
+        url = f"http://127.0.0.1:{port}/v1/classify"
+        refused = httpx.post(url, json={"model": "biased@1", "input": TEXTS}, timeout=60)
+        served = httpx.post(url, json={"model": "plain@1", "input": TEXTS}, timeout=60)
+    finally:
+        stop()
+    assert 400 <= refused.status_code < 500, refused.text
+    assert "bias='all'" in refused.json()["error"]["message"], refused.text
+    assert served.status_code == 200 and len(served.json()["data"]) == len(TEXTS)

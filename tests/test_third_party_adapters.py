@@ -80,6 +80,7 @@ def test_over_http_the_refusal_is_a_4xx_that_names_the_feature(tiny_bert, tmp_pa
 
     from adapters.server import Limits, create_app, store_resolver
     from adapters_store import Store
+
     from support.server import serve_in_thread
 
     root = tmp_path / "store"

@@ -20,7 +20,7 @@ def _peft_classifier(tiny_bert, out, **lora):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     peft = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, **lora))
     with torch.no_grad():
-        for name, param in peft.named_parameters():
+        for param in peft.parameters():
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * 0.3)
     peft.save_pretrained(out)

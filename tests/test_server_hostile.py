@@ -389,3 +389,34 @@ def test_completions_without_max_tokens_fit_a_lower_server_limit(served, small_b
              url=f"http://127.0.0.1:{small_body}")
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] <= 8
+
+
+# What a client asks for that would change the answer is honoured or refused, never ignored.
+CHANGES_THE_ANSWER = [
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+    ({"response_format": {"type": "bogus"}}, "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}], "tool_choice": "required"},
+     "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),  # auto
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+]
+
+
+@pytest.mark.parametrize("extra, field", CHANGES_THE_ANSWER, ids=[json.dumps(e)[:40] for e, _ in CHANGES_THE_ANSWER])
+def test_options_that_would_change_the_answer_are_refused_naming_the_field(served, extra, field):
+    import openai
+
+    client = served.openai()
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(model="chat-a", **CHAT, **extra)
+    body = err.value.response.json()["error"]
+    assert body["param"] == field and body["code"] == "unsupported" and field in body["message"], body
+
+
+def test_their_no_op_forms_are_accepted(served):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    for extra in ({"response_format": {"type": "text"}}, {"logit_bias": {}}, {"tools": tools, "tool_choice": "none"},
+                  {"some_future_field": {"x": 1}}):
+        r = post(served, "/v1/chat/completions", {"model": "chat-a", **CHAT, **extra})
+        assert r.status_code == 200, (extra, r.text)

@@ -245,6 +245,8 @@ def validation_message(errors: list[dict]) -> tuple[str, str, str | None]:
         if kind == "invalid_unicode":
             field = str((e.get("ctx") or {}).get("field") or field)
             text, this, where = e.get("msg", "invalid text"), "invalid_unicode", field
+        elif kind == "tools_unsupported":
+            text, this, where = e.get("msg", "tools are not supported"), "unsupported", "tools"
         elif top in UNSUPPORTED:
             text, this, where = UNSUPPORTED[top], "unsupported", top
         elif top == "adapter" and kind == "string_pattern_mismatch":
@@ -269,6 +271,9 @@ UNSUPPORTED = {
     "echo": "echo is not supported by this server; leave it out or send false",
     "logprobs": "logprobs are not supported by this server; leave them out or send null",
     "presence_penalty": "presence_penalty is not supported by this server; leave it out or send 0",
+    "logit_bias": "logit_bias is not supported by this server; leave it out or send {}",
+    "response_format": ('response_format other than {"type": "text"} (JSON mode, a JSON schema) is not supported '
+                        'by this server: the answer would not be held to it; leave it out or send {"type": "text"}'),
     "frequency_penalty": "frequency_penalty is not supported by this server; leave it out or send 0",
 }
 

@@ -86,6 +86,10 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+class ResponseFormat(_Request):
+    type: Literal["text"] = Field(description="only text: JSON mode and JSON schemas are not enforced here")
+
+
 class _Sampling(_Body):
     model: str = Field(min_length=1, max_length=300, description="an adapter ref (name, name@3, name@alias, "
                        "sha256:<hex>) or the base model's name for the bare base")
@@ -98,6 +102,7 @@ class _Sampling(_Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: Literal[False, 0] | None = Field(None, description="not supported: only null, false or 0")
+    logit_bias: dict[str, float] | None = Field(None, max_length=0, description="not supported: only null or {}")
     presence_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
     frequency_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
     user: str | None = None
@@ -155,6 +160,20 @@ class ChatMessage(_Request):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="alias of max_tokens")
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description="accepted only with tool_choice \"none\": "
+                                               "this server makes no tool calls")
+    tool_choice: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _no_tool_calls(self) -> ChatCompletionRequest:
+        # With tools on offer a model is prompted with them and may answer with a call: answering
+        # plain text instead would be a silently different answer, so the request is refused.
+        if self.tools and self.tool_choice != "none":
+            raise PydanticCustomError(
+                "tools_unsupported", "tools are not supported by this server (it makes no tool calls); leave "
+                "tools out, or send tool_choice \"none\" to have them ignored", {})
+        return self
 
 
 class AssistantMessage(BaseModel):

@@ -420,3 +420,17 @@ def test_their_no_op_forms_are_accepted(served):
                   {"some_future_field": {"x": 1}}):
         r = post(served, "/v1/chat/completions", {"model": "chat-a", **CHAT, **extra})
         assert r.status_code == 200, (extra, r.text)
+
+
+def test_an_adapter_is_addressed_as_name_or_as_base_colon_name(served):
+    """vLLM and LoRAX send model="<adapter>", SGLang and Ray Serve "<base>:<adapter>": the same
+    adapter, the same greedy answer. Another base before the colon is not taken for this one."""
+    def answer(model):
+        r = post(served, "/v1/completions", {"model": model, "prompt": "hello", "max_tokens": 6, "temperature": 0})
+        return r.status_code, (r.json()["choices"][0]["text"] if r.status_code == 200 else r.json()["error"])
+
+    plain, prefixed = answer("chat-a"), answer(f"{served.base_name}:chat-a")
+    assert plain[0] == prefixed[0] == 200 and plain[1] == prefixed[1]
+    assert answer(f"{served.base_name}:chat-b")[1] == answer("chat-b")[1] != plain[1]
+    status, error = answer("some-other-base:chat-a")
+    assert status == 404 and error["code"] == "model_not_found", (status, error)

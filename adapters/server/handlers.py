@@ -123,9 +123,17 @@ class Server:
 
     # ---- adapters ----------------------------------------------------------------------------------
     def adapter_for(self, model: str) -> str | None:
-        """The engine's adapter value for a request's ``model``: None for the base, else the ref."""
+        """The engine's adapter value for a request's ``model``: None for the base, else the ref.
+        ``<base>:<adapter>`` (how SGLang and Ray Serve address an adapter) names the adapter, the
+        same as ``<adapter>`` alone (vLLM, LoRAX): only when the part before the colon is this
+        server's base, so ``sha256:…`` and ``ensemble:…`` refs keep their meaning."""
         if model in self.base_names:
             return None
+        base, colon, adapter = model.partition(":")
+        if colon and adapter and base in self.base_names - {BASE}:
+            model = adapter
+            if model in self.base_names:
+                return None
         if looks_like_path(model):
             raise invalid(f"model '{model}' looks like a filesystem path; name an adapter by its store ref "
                           "(name, name@3, name@alias, sha256:<hex>) or the base by its name "

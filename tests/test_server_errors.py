@@ -34,7 +34,8 @@ def assert_error(r, status, code=None):
 
 
 OPERATIONS = {"POST /v1/chat/completions", "POST /v1/completions", "POST /v1/classify", "GET /v1/models",
-              "POST /v1/adapters/load", "POST /v1/adapters/unload", "GET /health", "GET /metrics"}
+              "POST /v1/adapters/load", "POST /v1/adapters/unload", "GET /health", "GET /metrics",
+              "POST /tokenize", "POST /detokenize", "GET /tokenizer_info"}
 
 
 @pytest.mark.timeout(120, func_only=True)  # the run's bound, without a wall-clock assert
@@ -80,7 +81,7 @@ def test_schemathesis_finds_no_server_errors(served):
 
             check()  # Unsatisfiable (no example found) or any other error fails the test
             ran.append((operation.label, mode.value))
-    assert without_input == {"GET /v1/models", "GET /health", "GET /metrics"}
+    assert without_input == {"GET /v1/models", "GET /health", "GET /metrics", "GET /tokenizer_info"}
     assert sorted(ran) == sorted([(label, "positive") for label in OPERATIONS]
                                  + [(label, "negative") for label in OPERATIONS - without_input])
     assert httpx.get(f"{served.url}/health").json()["status"] == "ok"

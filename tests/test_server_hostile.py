@@ -434,3 +434,26 @@ def test_an_adapter_is_addressed_as_name_or_as_base_colon_name(served):
     assert answer(f"{served.base_name}:chat-b")[1] == answer("chat-b")[1] != plain[1]
     status, error = answer("some-other-base:chat-a")
     assert status == 404 and error["code"] == "model_not_found", (status, error)
+
+
+def test_the_base_tokenizer_is_served_as_vllm_serves_it(served, tiny_llama):
+    """lm-evaluation-harness's remote tokenizer: GET /tokenizer_info (needs eos_token), POST
+    /tokenize {prompt, add_special_tokens} -> tokens, POST /detokenize {tokens} -> prompt. The ids
+    are the base tokenizer's own; the API key guards them like /v1."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    text = "Hello there, adapters! ünïcode too"
+    info = httpx.get(f"{served.url}/tokenizer_info", headers=served.headers()).json()
+    assert info["eos_token"] == tok.eos_token and info["vocab_size"] == len(tok)
+    for special in (False, True):
+        r = post(served, "/tokenize", {"prompt": text, "add_special_tokens": special})
+        assert r.status_code == 200, r.text
+        assert r.json()["tokens"] == tok(text, add_special_tokens=special)["input_ids"]
+        assert r.json()["count"] == len(r.json()["tokens"])
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert post(served, "/detokenize", {"tokens": ids}).json()["prompt"] == tok.decode(ids)
+    assert_error(post(served, "/detokenize", {"tokens": [len(tok) + 5]}), 422, "invalid_token")
+    assert_error(post(served, "/detokenize", {"tokens": [-1]}), 422)
+    assert httpx.post(f"{served.url}/tokenize", json={"prompt": "x"}).status_code == 401
+    assert httpx.get(f"{served.url}/tokenizer_info").status_code == 401

@@ -40,9 +40,14 @@ from adapters.server.schemas import (
     ClassifyResponse,
     CompletionRequest,
     CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
     ErrorResponse,
     Health,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfo,
 )
 
 __all__ = ["Limits", "create_app", "looks_like_path", "store_resolver"]
@@ -139,6 +144,19 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
     async def unload_adapter(body: AdapterRequest):
         return await server.unload(body.adapter)
 
+    # The base's tokenizer, at the paths vLLM serves it (lm-evaluation-harness's remote tokenizer).
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS)
+    async def tokenize(body: TokenizeRequest):
+        return await server.tokenize(body)
+
+    @app.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+    async def detokenize(body: DetokenizeRequest):
+        return await server.detokenize(body)
+
+    @app.get("/tokenizer_info", response_model=TokenizerInfo, responses=GET_ERRORS)
+    async def tokenizer_info():
+        return server.tokenizer_info()
+
     @app.get("/health", response_model=Health, responses={400: ERRORS[400], 503: ERRORS[503]})
     async def health():
         h = server.health()
@@ -151,6 +169,10 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
         return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+# What a set API key guards: everything but /health, /metrics and the docs.
+KEYED_PATHS = ("/v1", "/tokenize", "/detokenize", "/tokenizer_info")
 
 
 class Gate:
@@ -200,7 +222,7 @@ class Gate:
             return error_json(400, f"this server does not answer requests for the Host in this request; it "
                               f"answers {self.hosts.describe()} (start it with --allowed-hosts to add names)",
                               "invalid_request_error", "invalid_host")
-        if self.key and scope["path"].startswith("/v1") and not self._authorized(scope):
+        if self.key and scope["path"].startswith(KEYED_PATHS) and not self._authorized(scope):
             return error_json(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               "authentication_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
         length = _content_length(scope)

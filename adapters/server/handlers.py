@@ -35,9 +35,14 @@ from adapters.server.schemas import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
     Health,
     ModelCard,
     ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenizerInfo,
     Usage,
 )
 from adapters.server.streaming import include_usage, new_id, sse_response
@@ -269,6 +274,34 @@ class Server:
             raise invalid(f"the prompt ({n} tokens) plus max_tokens ({new_tokens}) is over the base's context "
                           f"length of {self.context - virtual} tokens", "context_length_exceeded", param)
         return ids
+
+    # ---- the tokenizer ------------------------------------------------------------------------------
+    async def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
+        self._check_chars(len(body.prompt), "prompt")
+        ids = await self._tokenizing(
+            lambda: self.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens)["input_ids"])
+        return TokenizeResponse(tokens=ids, count=len(ids), max_model_len=self.context or None)
+
+    async def detokenize(self, body: DetokenizeRequest) -> DetokenizeResponse:
+        if len(body.tokens) > self.limits.max_prompt_tokens:
+            raise invalid(f"{len(body.tokens)} tokens; this server's limit is {self.limits.max_prompt_tokens}",
+                          "prompt_too_long", "tokens")
+        vocab = len(self.tokenizer)
+        bad = next((t for t in body.tokens if t >= vocab), None)
+        if bad is not None:
+            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "tokens")
+        text = await self._tokenizing(lambda: self.tokenizer.decode(body.tokens))
+        return DetokenizeResponse(prompt=text)
+
+    def tokenizer_info(self) -> TokenizerInfo:
+        tok = self.tokenizer
+        limit = getattr(tok, "model_max_length", None)
+        return TokenizerInfo(tokenizer_class=type(tok).__name__, eos_token=tok.eos_token, bos_token=tok.bos_token,
+                             pad_token=tok.pad_token, unk_token=tok.unk_token,
+                             chat_template=tok.chat_template if isinstance(tok.chat_template, str) else None,
+                             # transformers' "no limit" is a huge sentinel, not a length
+                             model_max_length=limit if isinstance(limit, int) and limit < 10**9 else None,
+                             vocab_size=len(tok))
 
     def _stream_checks(self, body, prompts: int) -> None:
         if prompts != 1 or body.n != 1:

@@ -318,3 +318,36 @@ class Health(_Response):
     queued_rows: int
     active_streams: int
     resident_adapters: int
+
+
+# ---- the tokenizer, as vLLM serves it (lm-evaluation-harness's remote tokenizer reads these) ---------
+class TokenizeRequest(_Body):
+    prompt: str = Field(description="the text to tokenize, as given (no chat template)")
+    add_special_tokens: bool = Field(True, description="add the tokenizer's special tokens (BOS ...)")
+    model: str | None = Field(None, max_length=300, description="ignored: every adapter shares the base's tokenizer")
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    count: int
+    max_model_len: int | None = Field(description="the base's context length, when it records one")
+
+
+class DetokenizeRequest(_Body):
+    tokens: list[Annotated[int, Field(ge=0)]] = Field(description="token ids of the base's vocabulary")
+    model: str | None = Field(None, max_length=300, description="ignored: every adapter shares the base's tokenizer")
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class TokenizerInfo(_Response):
+    tokenizer_class: str
+    eos_token: str | None
+    bos_token: str | None
+    pad_token: str | None
+    unk_token: str | None
+    chat_template: str | None
+    model_max_length: int | None
+    vocab_size: int

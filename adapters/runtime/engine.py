@@ -439,12 +439,13 @@ class Engine:
         plan = RowPlan([r.adapter for r in requests])
         with self._pinned(plan.adapters) as entries:
             self._check_task(plan.adapters, entries, generative=True)
-            ids, mask = self._pad(plan.spread(self._encode(requests)), left=True)
+            rows = plan.spread(self._encode(requests))
+            ids, mask = self._pad(rows, left=True)
             prefixes, offsets = self._prefixes(entries)
             with self._lock:
                 layers, prefix_mask = batch_prefix(prefixes, self._kv_shape()[0], self.dtype, self.device)
             batch = Prefill(ids, torch.cat([prefix_mask, mask], 1), position_ids(mask, offsets), make_cache(layers),
-                            plan, lambda: self._hooks(entries))
+                            plan, lambda: self._hooks(entries), [len(r) for r in rows])
             yield from self.decoder.steps(batch, requests)
 
     def _encode(self, requests: list[GenerationRequest]) -> list[list[int]]:

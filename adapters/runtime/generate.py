@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from adapters.errors import UsageError
 from adapters.runtime.requests import GenerationRequest
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ class GenerationResult:
     finish_reason: str  # "stop" (eos or a stop string) | "length"
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] | None = None  # per generated token, when asked for
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per generated token: the k likeliest
+    # echo + logprobs: per prompt token (token id, its log-probability given the tokens before it,
+    # the k likeliest there); the first token's is None, nothing comes before it.
+    prompt_logprobs: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
 
 
 def make_generator(request: GenerationRequest) -> torch.Generator | None:
@@ -89,6 +94,41 @@ class Prefill:
     cache: Any  # the prefixes' key/values (prefix.make_cache), grown by every step
     plan: RowPlan  # caller rows <-> model rows (an ensemble row runs as one row per member)
     route: Callable[[], contextlib.AbstractContextManager]  # the rows' LoRA hooks, around one forward
+    lengths: list[int] = field(default_factory=list)  # each model row's prompt tokens (before padding)
+
+
+@dataclass
+class Step:
+    """One decode step: per request, the token chosen (None once done), its log-probability and
+    the likeliest alternatives when asked; on the first step, the prompts' scores (echo)."""
+
+    chosen: list[int | None]
+    logprobs: list[float | None]
+    top: list[list[tuple[int, float]] | None]
+    prompts: list | None = None
+
+
+def _top(scores: torch.Tensor, k: int) -> list[tuple[int, float]]:
+    values, indices = torch.topk(scores, min(k, scores.shape[-1]))
+    return list(zip(indices.tolist(), values.tolist()))
+
+
+def _prompt_scores(logits: torch.Tensor, ids: torch.Tensor, lengths: list[int],
+                   requests: list[GenerationRequest], echo: list[int]) -> list:
+    """For each echo request: (token, log-probability given the tokens before it, the k likeliest)
+    per prompt token, the first one unscored. Prompts are left-padded, so a prompt of n tokens is
+    the last n columns of its row, and the logits at a column predict the next column's token."""
+    out: list = [None] * len(requests)
+    width = ids.shape[1]
+    for i in echo:
+        request, n = requests[i], lengths[i]  # echo needs a trivial plan: model row i is request i
+        row = ids[i, width - n:].tolist()
+        scores = torch.log_softmax(logits[i, width - n:width - 1].float(), -1)
+        k = request.top_logprobs
+        picked = scores.gather(1, ids[i, width - n + 1:width, None]).squeeze(1).tolist()
+        tops = [_top(s, k) if k else [] for s in scores]
+        out[i] = [(row[0], None, [])] + [(tok, lp, top) for tok, lp, top in zip(row[1:], picked, tops)]
+    return out
 
 
 class Decoder:
@@ -102,22 +142,29 @@ class Decoder:
         self.eos_ids = eos_ids
         self.lock = lock
 
-    def steps(self, batch: Prefill, requests: list[GenerationRequest]) -> Iterator[tuple[list, list]]:
+    def steps(self, batch: Prefill, requests: list[GenerationRequest]) -> Iterator[Step]:
         """Decode all rows together; yields each step's new token per request (None once it is
         done) and, for requests that ask, its log-probability under the row's model (before
-        temperature)."""
+        temperature) with the likeliest alternatives. The first step also scores the prompts of
+        requests with ``echo`` and ``logprobs`` (it keeps every position's logits for them)."""
         from adapters.runtime.prefix import cache_kwargs, returned_cache
 
         generators = [make_generator(r) for r in requests]
         logprobs = any(r.logprobs for r in requests)
+        echo = [i for i, r in enumerate(requests) if r.echo and r.logprobs]
         ids, attention, positions, cache, plan = batch.ids, batch.attention, batch.positions, batch.cache, batch.plan
-        done = [False] * len(requests)
-        for step in range(max(r.max_new_tokens for r in requests)):
+        if echo and not plan.trivial:
+            raise UsageError("prompt logprobs (echo) of an ensemble are not supported",
+                             "ask them of one adapter at a time")
+        done = [r.max_new_tokens == 0 for r in requests]
+        for step in range(max(1, max(r.max_new_tokens for r in requests))):
+            keep = 0 if step == 0 and echo else 1  # 0: the logits of every position
             with self.lock, batch.route(), torch.no_grad():
                 # The cache goes in and comes back under the name the forward takes (prefix.cache_argument).
                 out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                                 **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1)
+                                 **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=keep)
             cache = returned_cache(self.model, out)
+            prompts = _prompt_scores(out.logits, ids, batch.lengths, requests, echo) if keep == 0 else None
             logits = plan.combine_logits(out.logits[:, -1])
             chosen: list[int | None] = []
             scores = torch.log_softmax(logits.float(), -1) if logprobs else None
@@ -131,8 +178,10 @@ class Decoder:
                 chosen.append(token)
                 if token in self.eos_ids or step + 1 >= request.max_new_tokens:
                     done[i] = True
-            yield chosen, [None if t is None or scores is None else float(scores[i, t])
-                           for i, t in enumerate(chosen)]
+            yield Step(chosen, [None if t is None or scores is None else float(scores[i, t])
+                                for i, t in enumerate(chosen)],
+                       [_top(scores[i], r.top_logprobs) if t is not None and r.top_logprobs and scores is not None
+                        else None for i, (t, r) in enumerate(zip(chosen, requests))], prompts)
             if all(done):
                 return
             # Finished rows keep decoding a pad token (cheaper than reshaping the cache).
@@ -141,14 +190,19 @@ class Decoder:
             positions = positions.max(dim=1, keepdim=True).values + 1
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
 
-    def complete(self, steps: Iterator[tuple[list, list]], requests: list[GenerationRequest]
+    def complete(self, steps: Iterator[Step], requests: list[GenerationRequest]
                  ) -> list[GenerationResult]:
         """Run ``steps`` until every request is done; one result per request."""
         tokens: list[list[int]] = [[] for _ in requests]
         reasons: list[str | None] = [None] * len(requests)
         texts: list[str | None] = [None] * len(requests)
         scores: list[list[float]] = [[] for _ in requests]
-        for chosen, step_scores in steps:
+        tops: list[list] = [[] for _ in requests]
+        prompts: list = [None] * len(requests)
+        for step in steps:
+            chosen, step_scores = step.chosen, step.logprobs
+            if step.prompts is not None:
+                prompts = step.prompts
             for i, token in enumerate(chosen):
                 if token is None or reasons[i]:
                     continue
@@ -158,6 +212,7 @@ class Decoder:
                 tokens[i].append(token)
                 if requests[i].logprobs:
                     scores[i].append(step_scores[i])
+                    tops[i].append(step.top[i] or [])
                 # The text so far is needed only to look for stop strings; else once, at the end.
                 if requests[i].stop:
                     text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
@@ -173,11 +228,12 @@ class Decoder:
         results = []
         for i, toks in enumerate(tokens):
             text = texts[i] if texts[i] is not None else self.tokenizer.decode(toks, skip_special_tokens=True)
-            results.append(GenerationResult(text, len(toks), reasons[i] or "length", toks,
-                                            scores[i] if requests[i].logprobs else None))
+            asked = requests[i].logprobs
+            results.append(GenerationResult(text, len(toks), reasons[i] or "length", toks, scores[i] if asked else None,
+                                            tops[i] if asked and requests[i].top_logprobs else None, prompts[i]))
         return results
 
-    def stream(self, steps: Iterator[tuple[list, list]], request: GenerationRequest) -> TextStream:
+    def stream(self, steps: Iterator[Step], request: GenerationRequest) -> TextStream:
         """The text of one request's ``steps``, piece by piece (see ``TextStream``)."""
         out = TextStream()
         out._pieces = self._pieces(steps, request, out)
@@ -188,7 +244,8 @@ class Decoder:
         shown = ""
         out.finish_reason = "length"
         try:
-            for (token,), _ in steps:
+            for step in steps:
+                (token,) = step.chosen
                 if token is None or token in self.eos_ids:
                     out.finish_reason = "stop"
                     break

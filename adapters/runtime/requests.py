@@ -16,7 +16,10 @@ class GenerationRequest:
     ``prompt_ids``, when given, are its tokens already (the server counts them against its limits,
     so the engine does not tokenize the prompt again). ``adapter``: a ref, an ``ensemble:`` ref, or
     None / ``BASE`` for the bare base. ``stop`` strings end the completion (not shown);
-    ``logprobs`` records each generated token's log-probability."""
+    ``logprobs`` records each generated token's log-probability, with the ``top_logprobs`` most
+    likely tokens beside it; ``echo`` with ``logprobs`` scores the prompt's tokens too (each given
+    the ones before it), the way lm-evaluation-harness computes loglikelihoods. ``max_new_tokens``
+    may be 0 only with ``echo``: the prompt is scored and nothing generated."""
 
     prompt: str
     adapter: str | None = None
@@ -28,10 +31,14 @@ class GenerationRequest:
     raw: bool = False
     logprobs: bool = False
     prompt_ids: tuple[int, ...] | None = None
+    top_logprobs: int = 0
+    echo: bool = False
 
     def __post_init__(self) -> None:
-        if int(self.max_new_tokens) < 1:
-            raise ValueError("max_new_tokens must be at least 1")
+        if int(self.max_new_tokens) < (0 if self.echo else 1):
+            raise ValueError("max_new_tokens must be at least 1 (0 only with echo)")
+        if int(self.top_logprobs) < 0:
+            raise ValueError("top_logprobs must be >= 0")
         t, p = float(self.temperature), float(self.top_p)
         if t < 0 or not 0 < p <= 1:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
@@ -42,6 +49,7 @@ class GenerationRequest:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         set_ = object.__setattr__  # normalised once, here: the dataclass is frozen
         set_(self, "max_new_tokens", int(self.max_new_tokens))
+        set_(self, "top_logprobs", int(self.top_logprobs))
         set_(self, "temperature", t)
         set_(self, "top_p", p)
         set_(self, "seed", None if self.seed is None else int(self.seed))

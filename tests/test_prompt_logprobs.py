@@ -1,0 +1,58 @@
+"""Prompt log-probabilities (echo + logprobs), what lm-evaluation-harness's loglikelihood tasks
+read: for every prompt token, its log-probability given the tokens before it, under the row's
+adapter, in a batch that mixes adapters, equal to one plain peft forward pass over that prompt."""
+
+import pytest
+import torch
+
+from adapters.runtime import Engine
+from adapters.runtime.requests import GenerationRequest
+
+PROMPTS = ["the cat sat on the mat", "hello there, how are you today", "a b c"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama):
+    return Engine(str(tiny_llama), quant="none", device="cpu")
+
+
+def _reference(base, adapter, ids: list[int]) -> torch.Tensor:
+    """log p(token_j | tokens before it) for j >= 1, from plain transformers (+ peft)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    with torch.no_grad():
+        logits = model.eval()(input_ids=torch.tensor([ids])).logits[0].float()
+    scores = torch.log_softmax(logits[:-1], -1)
+    return scores.gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+
+
+def test_prompt_scores_equal_plain_peft_row_by_row_in_a_mixed_batch(engine, tiny_llama, gen_adapters):
+    tok = engine.tokenizer
+    rows = [(PROMPTS[0], gen_adapters["A"]), (PROMPTS[1], None), (PROMPTS[2], gen_adapters["P"]),
+            (PROMPTS[1], gen_adapters["B"])]
+    requests = [GenerationRequest(p, str(a) if a else None, max_new_tokens=1, raw=True, echo=True, logprobs=True,
+                                  top_logprobs=3, prompt_ids=tok(p, add_special_tokens=False)["input_ids"])
+                for p, a in rows]
+    results = engine.run(requests)
+    for (prompt, adapter), request, result in zip(rows, requests, results):
+        ids = list(request.prompt_ids)
+        got = result.prompt_logprobs
+        assert [t for t, _, _ in got] == ids and got[0][1] is None
+        want = _reference(tiny_llama, adapter, ids)
+        assert torch.allclose(torch.tensor([lp for _, lp, _ in got[1:]]), want, atol=1e-4), (prompt, adapter)
+        for token, lp, top in got[1:]:
+            assert len(top) == 3 and top[0][1] >= lp - 1e-6 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+        assert len(result.logprobs) == len(result.top_logprobs) == result.tokens <= 1
+
+
+def test_max_tokens_zero_scores_the_prompt_and_generates_nothing(engine):
+    ids = engine.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    (result,) = engine.run([GenerationRequest(PROMPTS[0], None, max_new_tokens=0, raw=True, echo=True, logprobs=True,
+                                              prompt_ids=ids)])
+    assert result.tokens == 0 and result.text == "" and len(result.prompt_logprobs) == len(ids)
+    with pytest.raises(ValueError, match="0 only with echo"):
+        GenerationRequest("x", max_new_tokens=0)

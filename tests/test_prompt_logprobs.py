@@ -44,7 +44,7 @@ def test_prompt_scores_equal_plain_peft_row_by_row_in_a_mixed_batch(engine, tiny
         assert [t for t, _, _ in got] == ids and got[0][1] is None
         want = _reference(tiny_llama, adapter, ids)
         assert torch.allclose(torch.tensor([lp for _, lp, _ in got[1:]]), want, atol=1e-4), (prompt, adapter)
-        for token, lp, top in got[1:]:
+        for _, lp, top in got[1:]:
             assert len(top) == 3 and top[0][1] >= lp - 1e-6 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
         assert len(result.logprobs) == len(result.top_logprobs) == result.tokens <= 1
 

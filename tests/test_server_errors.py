@@ -97,8 +97,8 @@ def test_malformed_and_invalid_requests_are_422(served):
     assert_error(post(served, "/v1/chat/completions", body={"model": "chat-a", "messages": []}), 422)
     assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": "x", "temperature": -1}), 422)
     assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": "x", "top_p": 0}), 422)
-    assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": "x", "logprobs": 2}), 422,
-                 "unsupported")
+    assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": "x", "logprobs": -1}), 422,
+                 "invalid_request")
     assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": ""}), 422, "empty_prompt")
     assert_error(post(served, "/v1/completions", body={"model": "chat-a", "prompt": ["a", "b"], "stream": True}),
                  422, "unsupported")

@@ -290,8 +290,6 @@ def validation_message(errors: list[dict]) -> tuple[str, str, str | None]:
 
 
 UNSUPPORTED = {
-    "echo": "echo is not supported by this server; leave it out or send false",
-    "logprobs": "logprobs are not supported by this server; leave them out or send null",
     "presence_penalty": "presence_penalty is not supported by this server; leave it out or send 0",
     "logit_bias": "logit_bias is not supported by this server; leave it out or send {}",
     "response_format": ('response_format other than {"type": "text"} (JSON mode, a JSON schema) is not supported '

@@ -29,10 +29,12 @@ from adapters.server.schemas import (
     ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatLogprobs,
     ClassifyRequest,
     ClassifyResponse,
     ClassifyResult,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     DetokenizeRequest,
@@ -43,6 +45,8 @@ from adapters.server.schemas import (
     TokenizeRequest,
     TokenizeResponse,
     TokenizerInfo,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from adapters.server.streaming import include_usage, new_id, sse_response
@@ -306,6 +310,9 @@ class Server:
     def _stream_checks(self, body, prompts: int) -> None:
         if prompts != 1 or body.n != 1:
             raise invalid("streaming takes one prompt and n=1", "unsupported", "stream")
+        if body.logprobs or getattr(body, "echo", False):
+            raise invalid("streaming does not return logprobs or echo; send stream=false for them", "unsupported",
+                          "stream")
         if self._streams >= self.limits.max_streams:
             raise APIError(503, f"too many streams in progress (max_streams={self.limits.max_streams})",
                            "overloaded_error", "overloaded")
@@ -341,9 +348,64 @@ class Server:
         return format_prompt(self.tokenizer, "\n".join(f"{t['role']}: {t['content']}" for t in turns))
 
     def _request(self, body, prompt: str, ids: list[int], adapter: str | None, new: int) -> GenerationRequest:
-        """The engine's request for one prompt of ``body``: its text already rendered and tokenized."""
+        """The engine's request for one prompt of ``body``: its text already rendered and tokenized.
+        ``logprobs`` is a count of alternatives on completions and a flag (with ``top_logprobs``)
+        on chat, as in OpenAI's two APIs."""
+        chat = isinstance(body, ChatCompletionRequest)
+        asked = bool(body.logprobs) if chat else body.logprobs is not None
+        top = (body.top_logprobs or 0) if chat else (body.logprobs or 0)
         return GenerationRequest(prompt, adapter, max_new_tokens=new, temperature=body.temperature, top_p=body.top_p,
-                                 seed=body.seed, stop=body.stop or (), raw=True, prompt_ids=ids)
+                                 seed=body.seed, stop=body.stop or (), raw=True, prompt_ids=ids, logprobs=asked,
+                                 top_logprobs=top if asked else 0, echo=not chat and body.echo)
+
+    def _check_ids(self, ids: list[int], virtual: int, new_tokens: int) -> list[int]:
+        """In the tokenizing thread: a prompt given as token ids, checked like a text's tokens."""
+        vocab = len(self.tokenizer)
+        bad = next((t for t in ids if t >= vocab), None)
+        if bad is not None:
+            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "prompt")
+        limit = self.limits.max_prompt_tokens
+        if len(ids) > limit:
+            raise invalid(f"the prompt has {len(ids)} tokens; this server's limit is {limit}", "prompt_too_long",
+                          "prompt")
+        if self.context and len(ids) + new_tokens + virtual > self.context:
+            raise invalid(f"the prompt ({len(ids)} tokens) plus max_tokens ({new_tokens}) is over the base's context "
+                          f"length of {self.context - virtual} tokens", "context_length_exceeded", "prompt")
+        return list(ids)
+
+    def _piece(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def _completion_choice(self, index: int, result, prompt, body: CompletionRequest) -> CompletionChoice:
+        """In the tokenizing thread: one choice, with the prompt before it (echo) and OpenAI's legacy
+        logprobs: tokens, their log-probabilities, the likeliest alternatives, text offsets."""
+        prompt_text = (prompt if isinstance(prompt, str) else self.tokenizer.decode(prompt)) if body.echo else ""
+        text = prompt_text + result.text
+        if body.logprobs is None:
+            return CompletionChoice(index=index, text=text, finish_reason=result.finish_reason)
+        rows = [(t, lp, top) for t, lp, top in (result.prompt_logprobs or [])] if body.echo else []
+        rows += list(zip(result.token_ids, result.logprobs or [], result.top_logprobs or [[]] * result.tokens))
+        pieces, offsets, at = [], [], 0
+        for token, _, _ in rows:
+            pieces.append(self._piece(token))
+            offsets.append(at)
+            at += len(pieces[-1])
+        tops = [None if lp is None else {self._piece(t): v for t, v in top} for _, lp, top in rows]
+        return CompletionChoice(index=index, text=text, finish_reason=result.finish_reason, logprobs=CompletionLogprobs(
+            tokens=pieces, token_logprobs=[lp for _, lp, _ in rows], top_logprobs=tops, text_offset=offsets))
+
+    def _chat_logprobs(self, result) -> ChatLogprobs | None:
+        if result.logprobs is None:
+            return None
+
+        def entry(token: int, logprob: float) -> dict:
+            piece = self._piece(token)
+            return {"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))}
+
+        tops = result.top_logprobs or [[]] * len(result.logprobs)
+        return ChatLogprobs(content=[
+            TokenLogprob(**entry(t, lp), top_logprobs=[TopLogprob(**entry(a, v)) for a, v in top])
+            for t, lp, top in zip(result.token_ids, result.logprobs, tops)])
 
     async def chat(self, body: ChatCompletionRequest):
         self._check_rows(body.n)
@@ -362,8 +424,9 @@ class Server:
             self._stream_checks(body, 1)
             return await self._stream(request, body.model, len(ids), chat=True, usage=include_usage(body))
         results = await self._submit("generate", adapter, _choices(request, body.n))
-        choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason)
-                   for i, r in enumerate(results)]
+        scored = await self._tokenizing(lambda: [self._chat_logprobs(r) for r in results])
+        choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
+                              logprobs=lp) for i, (r, lp) in enumerate(zip(results, scored))]
         used, out = len(ids), sum(r.tokens for r in results)
         self.metrics.tokens.inc(out)
         return ChatCompletionResponse(id=new_id("chatcmpl"), created=int(time.time()), model=body.model,
@@ -371,24 +434,33 @@ class Server:
                                                                    total_tokens=used + out))
 
     async def complete(self, body: CompletionRequest):
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        raw = body.prompt
+        # One text, a list of texts, one list of token ids, or a list of them.
+        prompts = [raw] if isinstance(raw, str) or isinstance(raw[0], int) else list(raw)
         self._check_rows(len(prompts) * body.n)
         adapter, virtual = await self._generation_adapter(body.model)
         # OpenAI's default of 16 when max_tokens is left out, within this server's limit.
-        new = self._max_tokens(body.max_tokens if "max_tokens" in body.model_fields_set else None,
-                               min(16, self.limits.max_tokens))
+        requested = body.max_tokens if "max_tokens" in body.model_fields_set else None
+        if requested == 0 and not body.echo:
+            raise invalid("max_tokens=0 generates nothing; it is accepted with echo (to score the prompt)",
+                          "invalid_request", "max_tokens")
+        new = self._max_tokens(requested, min(16, self.limits.max_tokens))
         for p in prompts:
-            self._check_chars(len(p), "prompt")
-        tokens = await self._tokenizing(lambda: [self._tokens(p, virtual, new, "prompt") for p in prompts])
+            if isinstance(p, str):
+                self._check_chars(len(p), "prompt")
+        tokens = await self._tokenizing(lambda: [self._tokens(p, virtual, new, "prompt") if isinstance(p, str)
+                                                 else self._check_ids(p, virtual, new) for p in prompts])
         used = sum(len(ids) for ids in tokens)
         requests = []
         for p, ids in zip(prompts, tokens):
-            requests += _choices(self._request(body, p, ids, adapter, new), body.n)
+            requests += _choices(self._request(body, p if isinstance(p, str) else "", ids, adapter, new), body.n)
         if body.stream:
             self._stream_checks(body, len(prompts))
             return await self._stream(requests[0], body.model, used, chat=False, usage=include_usage(body))
         results = await self._submit("generate", adapter, requests)
-        choices = [CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason) for i, r in enumerate(results)]
+        shown = [p for p in prompts for _ in range(body.n)]
+        choices = await self._tokenizing(lambda: [self._completion_choice(i, r, p, body)
+                                                  for i, (r, p) in enumerate(zip(results, shown))])
         out = sum(r.tokens for r in results)
         self.metrics.tokens.inc(out)
         return CompletionResponse(id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=choices,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 from pydantic_core import PydanticCustomError
 
 MAX_SEED = 2**63 - 1
+MAX_TOP_LOGPROBS = 20  # vLLM's default cap on alternatives per position
 # A store ref or ensemble ref, never a filesystem path: no slash or backslash, not starting with
 # '.' or '~', no drive letter ('C:'). The same rule as ``adapters.pathlike.looks_like_path``,
 # written without look-arounds so that fuzzers can generate from it.
@@ -101,7 +102,6 @@ class _Sampling(_Body):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: Literal[False, 0] | None = Field(None, description="not supported: only null, false or 0")
     logit_bias: dict[str, float] | None = Field(None, max_length=0, description="not supported: only null or {}")
     presence_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
     frequency_penalty: float | None = Field(None, ge=0, le=0, description="not supported: only null or 0")
@@ -109,18 +109,36 @@ class _Sampling(_Body):
 
 
 # ---- /v1/completions -----------------------------------------------------------------------------
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+TopK = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)]
+
+
 class CompletionRequest(_Sampling):
-    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1)] = Field(
-        description="raw text (no chat template), or a list of texts")
-    echo: Literal[False] = Field(False, description="not supported: only false")
-    max_tokens: int | None = Field(16, ge=1, description="tokens to generate (at most the server's limit)")
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1)] | TokenIds | Annotated[
+        list[TokenIds], Field(min_length=1)] = Field(
+        description="raw text (no chat template), a list of texts, token ids, or a list of token-id lists")
+    echo: bool = Field(False, description="return the prompt before the completion (with logprobs: scored)")
+    logprobs: TopK | None = Field(None, description="log-probabilities of the tokens, with this many likeliest "
+                                  "alternatives at each position (0: none)")
+    max_tokens: int | None = Field(16, ge=0, description="tokens to generate (at most the server's limit; 0 only "
+                                   "with echo)")
+
+
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completions format: one entry per token shown (the prompt's too with echo;
+    the first prompt token has no log-probability, nothing comes before it)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Usage(BaseModel):
@@ -160,6 +178,8 @@ class ChatMessage(_Request):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="alias of max_tokens")
+    logprobs: bool | None = Field(None, description="log-probabilities of the generated tokens")
+    top_logprobs: TopK | None = Field(None, description="with logprobs: this many likeliest tokens at each position")
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = Field(None, description="accepted only with tool_choice \"none\": "
                                                "this server makes no tool calls")
@@ -181,11 +201,25 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(_Response):

@@ -23,6 +23,22 @@ def check_servable(ref: str, method: str | None, config: dict[str, Any]) -> None
     if method_for_peft_type(config.get("peft_type")) != "lora":
         raise StoreError(f"{ref} is a {config.get('peft_type') or method} adapter; vLLM "
                          "serves LoRA adapters only", hint="use --format peft for other methods")
+    # vLLM's own load checks (vllm/lora/peft_helper.py), so what is written is what vLLM loads.
+    problems = []
+    if config.get("modules_to_save"):
+        problems.append(f"it saves whole modules ({', '.join(map(str, config['modules_to_save']))}: a task "
+                        "head), and vLLM loads only adapters whose modules_to_save is empty")
+    if config.get("use_dora"):
+        problems.append("it is a DoRA adapter, which vLLM does not load")
+    if config.get("bias", "none") not in (None, "none"):
+        problems.append(f"it trains biases (bias={config['bias']!r}), which vLLM does not load")
+    ranks = [int(config.get("r") or 8), *[int(r) for r in (config.get("rank_pattern") or {}).values()]]
+    if max(ranks) > VLLM_RANKS[-1]:
+        problems.append(f"its rank {max(ranks)} is above vLLM's largest --max-lora-rank, {VLLM_RANKS[-1]}")
+    if problems:
+        raise StoreError(f"{ref} cannot be served by vLLM: " + "; ".join(problems),
+                         hint="export it with --format peft (for adapters serve or plain peft), or train a "
+                         "causal-LM LoRA adapter for vLLM")
 
 
 @dataclass

@@ -111,6 +111,16 @@ def test_export_peft_and_vllm(home: Path, tmp_path: Path, capsys):
     assert code == 0 and "vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora" in out, out
     assert "/site-packages/" not in out.split("vllm serve")[1]
 
+    # vLLM's own load checks are applied before anything is written: what it cannot load is refused.
+    for tag, extra, named in [("h", {"modules_to_save": ["classifier", "score"]}, "modules_to_save is empty"),
+                              ("d", {"use_dora": True}, "DoRA"), ("bi", {"bias": "all"}, "bias='all'"),
+                              ("big", {"r": 1024}, "above vLLM's largest --max-lora-rank")]:
+        run(capsys, "import", str(src(tmp_path, tag, extra_config=extra)), "--name", f"v-{tag}")
+        code, _, err = run(capsys, "export", f"v-{tag}", str(tmp_path / f"out-{tag}"), "--format", "vllm")
+        flat = " ".join(err.split())
+        assert code == 2 and named in flat and "--format peft" in flat, err
+        assert not (tmp_path / f"out-{tag}").exists()
+
     run(capsys, "import", str(src(tmp_path, "p", peft_type="PREFIX_TUNING")), "--name", "pre")
     code, _, err = run(capsys, "export", "pre", str(tmp_path / "v2"), "--format", "vllm")
     assert code == 2 and "LoRA adapters only" in err and "--format peft" in err

@@ -46,7 +46,7 @@ def test_prompt_scores_equal_plain_peft_row_by_row_in_a_mixed_batch(engine, tiny
         assert torch.allclose(torch.tensor([lp for _, lp, _ in got[1:]]), want, atol=1e-4), (prompt, adapter)
         for _, lp, top in got[1:]:
             assert len(top) == 3 and top[0][1] >= lp - 1e-6 and all(a[1] >= b[1] for a, b in zip(top, top[1:]))
-        assert len(result.logprobs) == len(result.top_logprobs) == result.tokens <= 1
+        assert len(result.logprobs) == len(result.top_logprobs) == len(result.scored_ids) == 1  # eos too
 
 
 def test_max_tokens_zero_scores_the_prompt_and_generates_nothing(engine):
@@ -56,3 +56,16 @@ def test_max_tokens_zero_scores_the_prompt_and_generates_nothing(engine):
     assert result.tokens == 0 and result.text == "" and len(result.prompt_logprobs) == len(ids)
     with pytest.raises(ValueError, match="0 only with echo"):
         GenerationRequest("x", max_new_tokens=0)
+
+
+def test_an_end_of_sequence_token_is_scored_though_not_shown(engine):
+    """lm-evaluation-harness reads prompt_len + 1 entries with max_tokens=1; when the model's next
+    token ends the text, that token is still scored (and counted nowhere in the text or usage)."""
+    from adapters.runtime.generate import Decoder, Step
+
+    eos = engine.tokenizer.eos_token_id
+    decoder = Decoder(None, engine.tokenizer, {eos}, None)
+    request = GenerationRequest("x", None, max_new_tokens=1, raw=True, logprobs=True, top_logprobs=1)
+    (result,) = decoder.complete(iter([Step([eos], [-0.25], [[(eos, -0.25)]])]), [request])
+    assert result.scored_ids == [eos] and result.logprobs == [-0.25] and result.top_logprobs == [[(eos, -0.25)]]
+    assert result.tokens == 0 and result.text == "" and result.finish_reason == "stop"

@@ -35,6 +35,9 @@ class GenerationResult:
     # echo + logprobs: per prompt token (token id, its log-probability given the tokens before it,
     # the k likeliest there); the first token's is None, nothing comes before it.
     prompt_logprobs: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
+    # The generated tokens ``logprobs`` scores: ``token_ids`` and, when the model ended the text, its
+    # end-of-sequence token (scored, as OpenAI's API and lm-evaluation-harness expect, not shown).
+    scored_ids: list[int] | None = None
 
 
 def make_generator(request: GenerationRequest) -> torch.Generator | None:
@@ -198,6 +201,7 @@ class Decoder:
         texts: list[str | None] = [None] * len(requests)
         scores: list[list[float]] = [[] for _ in requests]
         tops: list[list] = [[] for _ in requests]
+        scored: list[list[int]] = [[] for _ in requests]
         prompts: list = [None] * len(requests)
         for step in steps:
             chosen, step_scores = step.chosen, step.logprobs
@@ -206,13 +210,14 @@ class Decoder:
             for i, token in enumerate(chosen):
                 if token is None or reasons[i]:
                     continue
+                if requests[i].logprobs:  # the end-of-sequence token is scored too, as the model chose it
+                    scored[i].append(token)
+                    scores[i].append(step_scores[i])
+                    tops[i].append(step.top[i] or [])
                 if token in self.eos_ids:
                     reasons[i] = "stop"
                     continue
                 tokens[i].append(token)
-                if requests[i].logprobs:
-                    scores[i].append(step_scores[i])
-                    tops[i].append(step.top[i] or [])
                 # The text so far is needed only to look for stop strings; else once, at the end.
                 if requests[i].stop:
                     text = self.tokenizer.decode(tokens[i], skip_special_tokens=True)
@@ -230,7 +235,8 @@ class Decoder:
             text = texts[i] if texts[i] is not None else self.tokenizer.decode(toks, skip_special_tokens=True)
             asked = requests[i].logprobs
             results.append(GenerationResult(text, len(toks), reasons[i] or "length", toks, scores[i] if asked else None,
-                                            tops[i] if asked and requests[i].top_logprobs else None, prompts[i]))
+                                            tops[i] if asked and requests[i].top_logprobs else None, prompts[i],
+                                            scored[i] if asked else None))
         return results
 
     def stream(self, steps: Iterator[Step], request: GenerationRequest) -> TextStream:

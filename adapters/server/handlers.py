@@ -384,7 +384,8 @@ class Server:
         if body.logprobs is None:
             return CompletionChoice(index=index, text=text, finish_reason=result.finish_reason)
         rows = [(t, lp, top) for t, lp, top in (result.prompt_logprobs or [])] if body.echo else []
-        rows += list(zip(result.token_ids, result.logprobs or [], result.top_logprobs or [[]] * result.tokens))
+        scored = result.scored_ids or []
+        rows += list(zip(scored, result.logprobs or [], result.top_logprobs or [[]] * len(scored)))
         pieces, offsets, at = [], [], 0
         for token, _, _ in rows:
             pieces.append(self._piece(token))
@@ -405,6 +406,7 @@ class Server:
         tops = result.top_logprobs or [[]] * len(result.logprobs)
         return ChatLogprobs(content=[
             TokenLogprob(**entry(t, lp), top_logprobs=[TopLogprob(**entry(a, v)) for a, v in top])
+            # the tokens of the message: an end-of-sequence token the model chose is not part of it
             for t, lp, top in zip(result.token_ids, result.logprobs, tops)])
 
     async def chat(self, body: ChatCompletionRequest):

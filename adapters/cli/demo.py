@@ -12,7 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+def example_configs() -> Path:
+    """The example configs installed with the package (``adapters_configs``: the repository's
+    configs/), wherever the demo is run from."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("adapters_configs")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 DEMO_RUNS = [
     ("rt-minilm-lora.yaml", "A gripping, beautifully acted film that stays with you long after the credits."),
     ("rt-minilm-prefix.yaml", "A dull, predictable mess that wastes its talented cast."),
@@ -34,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(argv if argv is not None else sys.argv[1:])
     rows, predictions = [], []
     for config_name, example in DEMO_RUNS:
-        cfg = adapters.load_config(CONFIGS / config_name, overrides)
+        cfg = adapters.load_config(example_configs() / config_name, overrides)
         console.rule(f"[bold]{cfg.name}[/]  {cfg.method} on {cfg.quant} {cfg.base} ({cfg.task})")
         started = time.perf_counter()
         result = adapters.train(cfg, progress=True)

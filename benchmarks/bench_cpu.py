@@ -1,7 +1,7 @@
 """CPU compute dtype and bitsandbytes' weight repacking, measured on this CPU through the project's
 own code paths (``python -m benchmarks cpu [--quick]``).
 
-The project picks the compute dtype of 4-bit layers per device (adapters/quant.py: bf16 on CPUs
+The project picks the compute dtype of 4-bit layers per device (adapters/base/device.py: bf16 on CPUs
 with AVX512-BF16/AMX, else fp32) and turns bitsandbytes' CPU inference repacking off
 (``keep_4bit_layout`` in ``load_base_model``). This benchmark checks both choices here:
 
@@ -45,7 +45,7 @@ with AVX512-BF16/AMX, else fp32) and turns bitsandbytes' CPU inference repacking
    the timing: every repacked engine has all its 4-bit layers packed, every unpacked one none, and
    each variant's probabilities in its last timed pass equal those of its warm-up pass.
 
-3. One NF4 ``Linear4bit`` 384->1536 with 1,536 rows, the layer-level figures adapters/quant.py
+3. One NF4 ``Linear4bit`` 384->1536 with 1,536 rows, the layer-level figures adapters/base/device.py
    quotes (measured on an AMD EPYC without AMX): eval unpacked / repacked per dtype, train
    forward+backward unpacked, and the dense matmul of that shape; it explains the model-level ratios
    on the CPU at hand.
@@ -333,7 +333,7 @@ def _engines(adapter: str, rows: int, repeats: int) -> dict:
 
 def _layer(repeats: int, rows: int = 1536, d_in: int = 384, d_out: int = 1536) -> dict:
     """One NF4 ``Linear4bit`` (MiniLM's 384->1536 FFN shape, double quantization, as the project
-    quantizes), the same layer-level figures adapters/quant.py quotes from another CPU: eval forward
+    quantizes), the same layer-level figures adapters/base/device.py quotes from another CPU: eval forward
     unpacked / repacked per compute dtype, train forward+backward unpacked, plus the dense fp32 and
     bf16 matmul of the same shape. Variants interleaved; median ms over ``repeats`` after a warm-up."""
     import time
@@ -549,7 +549,7 @@ def _print(r: dict) -> None:
         rows.append([name, f"{m['median']:.1f} ms", f"{m['min']:.1f}-{m['max']:.1f}", C.ratio(m["median"] / base),
                      "-" if err is None else f"{err:.3g}"])
     C.print_table(f"One NF4 Linear4bit {lay['shape'][0]}->{lay['shape'][1]}, {lay['rows']} rows (the shape "
-                  f"adapters/quant.py quotes), median of {lay['repeats']}", ["case", "time", "min-max",
+                  f"adapters/base/device.py quotes), median of {lay['repeats']}", ["case", "time", "min-max",
                   "time vs fp32 unpacked", "max |out - dense fp32|"], rows)
 
 

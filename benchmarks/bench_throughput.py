@@ -5,7 +5,7 @@ The baseline (what the goal is measured against) is transformers' ``Trainer`` wi
 transformers 5 name of ``group_by_length=True``: its ``LengthGroupedSampler``, the same megabatch
 trick ``adapters.data.batching.length_grouped_batches`` uses), with ``optim="adamw_torch"``
 (``torch.optim.AdamW`` with its default implementation and default betas/eps, no fused or
-foreach flag: exactly what ``adapters/trainer.py`` builds; the Trainer's
+foreach flag: exactly what ``adapters/training/trainer.py`` builds; the Trainer's
 default for torch >= 2.8 is the fused kernel, and the optimizer implementation is not what is
 compared). A second Trainer variant, the same script with the Trainer's default random sampler, is
 reported on its own labelled line ("default settings, random order"): the ratio against it is

@@ -167,11 +167,21 @@ class AdaptersApp(App):
         self.query_one("#tabs", TabbedContent).active = tab
         self._focus_tab(tab)
 
-    def _focus_tab(self, tab: str) -> None:
+    def _focus_tab(self, tab: str, tries: int = 200) -> None:
         # After the switch has been drawn: a TabbedContent shows the pane that holds the focus,
         # so focusing first would switch straight back.
-        # A tab pressed within the first frames may not have its pane yet (Deferred): nothing to focus.
-        self.call_after_refresh(lambda: [pane.focus_main() for pane in self.query(f"#{tab}-pane")[:1]])
+        self.call_after_refresh(self._focus_pane, tab, tries)
+
+    def _focus_pane(self, tab: str, tries: int) -> None:
+        if str(self.query_one("#tabs", TabbedContent).active) != tab:
+            return  # the user has moved on
+        panes = self.query(f"#{tab}-pane")
+        if panes:
+            panes.first().focus_main()
+        elif tries > 0:
+            # A tab pressed within the first frames, or on a busy machine, may not have its pane
+            # yet (it is Deferred): focus it once it is there, instead of leaving the tab bar focused.
+            self.set_timer(0.05, lambda: self._focus_pane(tab, tries - 1))
 
     def action_leave_field(self) -> None:
         """Focus the active tab's main widget (a table or list), where the tab's keys act."""

@@ -38,13 +38,11 @@ def test_lru_evicts_least_recently_used_by_count(tiny_llama, variants):
     engine.generate(["hi"], [variants[1]], max_new_tokens=1)
     assert sorted(_names(engine)) == sorted([variants[1], variants[2]])
     assert engine.model is model
-    assert set(engine.lora.slots) == {i.name for i in engine.adapters()}  # evicted LoRA slots are freed
+    assert engine.lora.names == {i.name for i in engine.adapters()}  # evicted LoRA matrices are freed
 
 
 def test_lru_evicts_by_bytes(tiny_llama, variants):
-    from adapters.runtime.adapter_parts import read_adapter_files
-
-    nbytes = read_adapter_files(variants[0]).bytes
+    nbytes = Engine(str(tiny_llama), quant="none", device="cpu").load(variants[0]).bytes
     engine = Engine(str(tiny_llama), quant="none", device="cpu", max_bytes=int(2.5 * nbytes))
     for v in variants[:3]:
         info = engine.load(v)
@@ -92,7 +90,7 @@ def test_adapter_of_another_base_is_refused(tiny_llama, gen_adapters, tmp_path):
         engine.load(str(wrong))
     (info,) = engine.adapters()
     assert info.state == FAILED and "other weights" in info.error
-    assert not engine.lora.slots and not engine.lora.layers  # nothing was put in place
+    assert not engine.lora.names and not engine.lora.layers  # nothing was put in place
 
 
 def test_internal_names_do_not_trip_peft_prefix_warnings(tiny_llama, gen_adapters):
@@ -120,7 +118,7 @@ def test_concurrent_hot_swaps_never_mix_adapters(tiny_llama, variants, gen_adapt
     assert not any(same(expected[a], expected[b]) for a in refs for b in refs if a != b)  # distinguishable
     installs = []
     install = engine._install
-    engine._install = lambda files: installs.append(files.name) or install(files)
+    engine._install = lambda files, matrices: installs.append(files.name) or install(files, matrices)
     errors: list[str] = []
 
     def worker(k: int):

@@ -42,9 +42,34 @@ def test_a_lora_that_does_not_fit_changes_nothing(tiny_llama):
         bank.add("x", {**good, "model.layers.9.self_attn.q_proj": (torch.ones(2, 64), torch.ones(64, 2))})
     with pytest.raises(LoraFitError, match="64->64 here"):
         bank.add("x", {"model.layers.0.self_attn.q_proj": (torch.ones(2, 32), torch.ones(64, 2))})
-    assert not bank.slots and not bank.layers
+    assert not bank.names and not bank.layers
     bank.add("a", good)
     bank.add("b", good)
     bank.remove("a")
-    bank.add("c", good)  # takes the freed slot
-    assert bank.slots == {"b": 2, "c": 1}
+    assert bank.names == {"b"} and bank.nbytes() == bank.nbytes("b") == 2 * (64 + 64) * 4
+
+
+def test_rows_of_each_rank_bucket_get_their_own_lora(tiny_llama):
+    """One hooked layer, rows on adapters of ranks 1, 3 (held at 4) and 5 (held at 8) and a row on
+    none: each row's output is the layer's plus x @ A.T @ B.T of its own adapter, computed here."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    bank = LoraBank(model, torch.device("cpu"))
+    layer = model.get_submodule("model.layers.0.self_attn.q_proj")
+    g = torch.Generator().manual_seed(0)
+    mats = {name: (torch.randn(r, 64, generator=g), torch.randn(64, r, generator=g))
+            for name, r in (("one", 1), ("three", 3), ("five", 5))}
+    for name, ab in mats.items():
+        bank.add(name, {"model.layers.0.self_attn.q_proj": ab})
+    assert {n: bank.layers["model.layers.0.self_attn.q_proj"].matrices[n][0].shape[1] for n in mats} == \
+        {"one": 1, "three": 4, "five": 8}
+    x = torch.randn(5, 3, 64, generator=g)
+    names = ["five", None, "one", "three", "five"]
+    with torch.no_grad(), bank.routed(names):
+        got = layer(x)
+    with torch.no_grad():
+        plain = layer(x)
+    for row, name in enumerate(names):
+        want = plain[row] if name is None else plain[row] + x[row] @ mats[name][0].T @ mats[name][1].T
+        assert torch.allclose(got[row], want, atol=1e-5), name

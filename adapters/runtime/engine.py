@@ -99,7 +99,7 @@ class Engine:
         if not self.dtype.is_floating_point:
             self.dtype = self.plan.compute_dtype
         self.device = self.model.get_input_embeddings().weight.device
-        self.lora = LoraBank(self.model, self.device)
+        self.lora = LoraBank(self.model, self.device, self.dtype)
         head = self.model.get_output_embeddings() if self.is_decoder else None
         if head is not None:
             head.register_forward_pre_hook(_contiguous_input)
@@ -163,18 +163,20 @@ class Engine:
             files = read_adapter_files(path)
             check_base(files.meta, self.fingerprint, self.base.id, shown=f"'{ref}'",
                        hint="serve it from an engine on its own base")
+            matrices = self._lora_matrices(files) if files.method == "lora" else None
+            nbytes = self._resident_bytes(files, matrices)
             with self._lock:
                 if files.name in self._cache:  # same content already resident under another ref
                     entry = self._cache.get(files.name)
                     entry.info.refs.append(ref)
                     entry.doomed = False  # unloaded while in use, then asked for again: keep it
                 else:
-                    for victim in self._victims(files.bytes):
+                    for victim in self._victims(nbytes):
                         self._drop(victim)
-                    resident = self._install(files)
+                    resident = self._install(files, matrices)
                     virtual = 0 if resident.prefix is None else resident.prefix[0][0].shape[1]
                     entry = Entry(AdapterInfo(ref=ref, state=READY, name=files.name, task=files.task,
-                                              method=files.method, labels=files.labels, bytes=files.bytes,
+                                              method=files.method, labels=files.labels, bytes=nbytes,
                                               path=str(path), refs=[ref], virtual_tokens=virtual), resident)
                     self._cache.add(files.name, entry)
                 self._refs[ref] = files.name
@@ -229,7 +231,7 @@ class Engine:
         info = self._cache.get(name).info
         return replace(info, refs=list(info.refs))
 
-    def _install(self, files) -> Resident:
+    def _install(self, files, matrices: dict | None) -> Resident:
         """Put one adapter's parts in place (caller holds the lock); returns what to keep of it."""
         from adapters.errors import BaseMismatchError
         from adapters.runtime.adapter_parts import prefix_layers
@@ -255,8 +257,8 @@ class Engine:
                 self._head_templates[n_labels] = head_template(self.config, n_labels)
             resident.head = Head(self._head_templates[n_labels], files.head, files.labels, self.model, self.dtype,
                                    self.device)
-        if files.method == "lora":
-            self._add_lora(files)
+        if matrices is not None:
+            self.lora.add(files.name, matrices)
         return resident
 
     def _kv_shape(self) -> tuple[int, int, int]:
@@ -265,15 +267,27 @@ class Engine:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         return cfg.num_hidden_layers, heads, head_dim
 
-    def _add_lora(self, files) -> None:
+    def _lora_matrices(self, files) -> dict:
+        """The adapter's LoRA matrices, checked against this base's layers."""
         from adapters.errors import BaseMismatchError
         from adapters.runtime.lora import LoraFitError, lora_matrices
 
         try:
-            self.lora.add(files.name, lora_matrices(files.lora, files.peft_config))
+            matrices = lora_matrices(files.lora, files.peft_config)
+            self.lora.cost(matrices)  # checks every module and shape
         except LoraFitError as exc:
             raise BaseMismatchError(f"LoRA adapter {files.path} does not fit this base: {exc}",
                                     "it was trained on another base architecture") from None
+        return matrices
+
+    def _resident_bytes(self, files, matrices: dict | None) -> int:
+        """What the adapter will hold once resident, which the cache's max_bytes counts: its LoRA
+        matrices as the bank keeps them (rank bucket, compute dtype), its prefix's key/values and
+        its head, both in the compute dtype."""
+        size = torch.empty(0, dtype=self.dtype).element_size()
+        tensors = [*files.head.values(), *([files.prefix] if files.prefix is not None else [])]
+        held = sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in tensors)
+        return held + (self.lora.cost(matrices) if matrices is not None else 0)
 
     def _drop(self, name: str) -> None:
         entry = self._cache.pop(name)

@@ -1,9 +1,16 @@
 """Memory benchmark: both built-in bases loaded through ``adapters.base.loading.load_base_model`` in
-fp32, 8-bit and 4-bit (MiniLM as a sequence classifier, SmolLM2 as a causal LM).
+fp32, 8-bit and 4-bit (MiniLM as a sequence classifier, SmolLM2 as a causal LM), and the serving
+engine's memory with 1, 100 and 500 resident LoRA adapters of mixed ranks.
 
 Per config: ``model.get_memory_footprint()`` (parameter + buffer bytes) and the peak RSS of a
 subprocess that only imports the libraries and loads the model; ratios against fp32 of the same
 base. An import-only subprocess gives the RSS floor (torch + transformers + bitsandbytes).
+
+Resident adapters: one engine on SmolLM2 4-bit loads plain PEFT LoRA directories (ranks 4, 8, 16
+and 32 in turn, on q/v or on all four attention projections, random weights); at each count the
+process's RSS, what the engine counts against ``max_bytes`` and what its LoRA bank holds. For
+scale, the bytes a bank would hold that pads every adapter to the largest rank in fp32 (the
+layout before rank buckets) are computed from the same shapes.
 
     python -m benchmarks memory [--quick]
 """
@@ -53,6 +60,81 @@ def _load(base: str, task: str, quant: str) -> dict:
             "compute_dtype": str(plan.compute_dtype), "torch_threads": torch.get_num_threads()}
 
 
+RESIDENT_COUNTS = (1, 100, 500)
+RESIDENT_RANKS = (4, 8, 16, 32)
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _rss_bytes() -> int:
+    import gc
+
+    gc.collect()
+    with open("/proc/self/status") as status:
+        line = next(row for row in status if row.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def _write_lora(out, modules: dict, layers: int, targets: tuple[str, ...], r: int, seed: int) -> None:
+    """A PEFT LoRA directory, as peft saves one (bf16 tensors, peft's key names and config)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for layer in range(layers):
+        for target in targets:
+            name = f"model.layers.{layer}.self_attn.{target}"
+            module = modules[name]
+            state[f"base_model.model.{name}.lora_A.weight"] = torch.randn(r, module.in_features, generator=g,
+                                                                           dtype=torch.bfloat16)
+            state[f"base_model.model.{name}.lora_B.weight"] = torch.randn(module.out_features, r, generator=g,
+                                                                           dtype=torch.bfloat16)
+    out.mkdir(parents=True)
+    save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (out / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 2 * r, "lora_dropout": 0.0,
+        "target_modules": list(targets), "bias": "none", "base_model_name_or_path": "smollm2-135m"}))
+
+
+def _resident(counts: list[int]) -> dict:
+    """Runs in the child: load adapters into one engine and read its memory at each count."""
+    import tempfile
+    from pathlib import Path
+
+    from adapters.runtime import Engine
+
+    engine = Engine("smollm2-135m", quant="4bit", device="cpu", max_adapters=max(counts), max_bytes=2**40)
+    layers = engine.config.num_hidden_layers
+    modules = dict(engine.model.named_modules())
+    rows, padded_fp32, largest = [], 0, 0
+    empty = _rss_bytes()
+    with tempfile.TemporaryDirectory(prefix="bench-resident-") as tmp:
+        loaded, shapes = 0, []
+        for count in counts:
+            while loaded < count:
+                r = RESIDENT_RANKS[loaded % len(RESIDENT_RANKS)]
+                targets = ATTENTION if loaded % 2 else ATTENTION[::2]  # q, v or all four
+                path = Path(tmp) / f"lora-{loaded}"
+                _write_lora(path, modules, layers, targets, r, seed=loaded)
+                engine.load(str(path))
+                shapes.append([(modules[f"model.layers.{i}.self_attn.{t}"].in_features
+                                + modules[f"model.layers.{i}.self_attn.{t}"].out_features)
+                               for i in range(layers) for t in targets])
+                largest = max(largest, r)
+                loaded += 1
+            padded_fp32 = sum(largest * sum(s) * 4 for s in shapes)
+            infos = engine.adapters()
+            # One mixed batch over 8 different adapters: the resident set serves.
+            refs = [info.ref for info in infos[-8:]]
+            engine.generate(["hello"] * len(refs), refs, max_new_tokens=2)
+            rows.append({"adapters": count, "rss_bytes": _rss_bytes(), "rss_above_empty_engine_bytes":
+                         _rss_bytes() - empty, "counted_bytes": sum(i.bytes for i in infos),
+                         "bank_bytes": engine.lora.nbytes(), "largest_rank_fp32_bytes": padded_fp32})
+    return {"empty_engine_rss_bytes": empty, "compute_dtype": str(engine.dtype), "rows": rows}
+
+
 def run(quick: bool = False) -> dict:
     # Make sure SmolLM2's GGUF is converted before anything is measured (45 s the first time).
     C.in_subprocess("adapters.base.resolve:resolve_base", {"name": "smollm2-135m"})
@@ -76,6 +158,8 @@ def run(quick: bool = False) -> dict:
             row["rss_above_imports_bytes"] = row["peak_rss_bytes"] - floor
             row["rss_above_imports_vs_fp32"] = row["rss_above_imports_bytes"] / max(fp32["peak_rss_bytes"] - floor, 1)
         results["bases"][base] = {"task": task, "configs": rows}
+    counts = [1, 20] if quick else list(RESIDENT_COUNTS)
+    results["resident"] = C.in_subprocess("benchmarks.bench_memory:_resident", {"counts": counts})["result"]
     base, quant, limit = GOAL
     got = results["bases"][base]["configs"][quant]["footprint_vs_fp32"]
     results["goals"] = {f"{base} {QUANT_LABEL[quant]} footprint <= {limit}x fp32": {"value": round(got, 3),
@@ -98,6 +182,18 @@ def _print(r: dict) -> None:
                   caption=f"footprint: parameters and buffers as loaded; peak RSS: the whole loading process "
                           f"(a Python with torch and transformers imported peaks at "
                           f"{C.mib(r['import_only_peak_rss_bytes'])}). {goals}")
+    resident = r["resident"]
+    C.print_table(f"Memory: resident LoRA adapters, one engine on SmolLM2 4-bit ({resident['compute_dtype']})",
+                  ["adapters", "RSS", "RSS above empty engine", "counted (max_bytes)", "LoRA bank",
+                   "padded to largest rank, fp32"],
+                  [[row["adapters"], C.mib(row["rss_bytes"]), C.mib(row["rss_above_empty_engine_bytes"]),
+                    C.mib(row["counted_bytes"]), C.mib(row["bank_bytes"]), C.mib(row["largest_rank_fp32_bytes"])]
+                   for row in resident["rows"]],
+                  caption=f"ranks {', '.join(map(str, RESIDENT_RANKS))} in turn, on q/v or all four attention "
+                          f"projections; an empty engine's RSS is {C.mib(resident['empty_engine_rss_bytes'])}, and "
+                          "the RSS above it starts below what is counted because the allocator first reuses "
+                          "memory the base's loading freed. The last column is computed from the same shapes, "
+                          "for scale.")
 
 
 if __name__ == "__main__":

@@ -34,13 +34,15 @@ def test_register_adds_serve_with_its_options():
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     for flag in ("--base", "--adapter", "--quant", "--host", "--port", "--api-key", "--config", "--store",
-                 "ADAPTERS_API_KEY"):
+                 "--max-adapters", "--max-bytes", "ADAPTERS_API_KEY"):
         assert flag in out.output
 
 
 def test_config_file_then_flags():
-    cfg = load_serve_config(REPO / "configs" / "serve-smollm2.yaml", {"port": 9001, "max_tokens": 64, "adapters": []})
+    cfg = load_serve_config(REPO / "configs" / "serve-smollm2.yaml", {"port": 9001, "max_tokens": 64, "adapters": [],
+                                                                     "max_bytes": 2**20})
     assert cfg.base == "smollm2-135m" and cfg.quant == "4bit" and cfg.host == "127.0.0.1"
+    assert cfg.max_bytes == 2**20 and cfg.max_adapters == 64
     assert cfg.port == 9001 and cfg.limits.max_tokens == 64 and cfg.limits.max_batch_size == 16
     assert cfg.adapters == ["chat-smollm2-lora", "topics-smollm2-prefix"]  # an empty --adapter list keeps them
     assert load_serve_config(None, {"base": "x"}).host == "127.0.0.1"  # binds localhost unless told otherwise

@@ -147,8 +147,8 @@ def _echo_overhead(store: Path, repeats: int) -> dict:
             (echo if side else plain).append(call(side))
     per = {"plain_ms": C.median(plain) / len(ids) * 1000, "echo_ms": C.median(echo) / len(ids) * 1000}
     return {**per, "ratio": per["echo_ms"] / per["plain_ms"], "prompt_tokens_mean": sum(map(len, ids)) / len(ids),
-            "plain_range_ms": [min(plain) / 16 * 1000, max(plain) / 16 * 1000],
-            "echo_range_ms": [min(echo) / 16 * 1000, max(echo) / 16 * 1000]}
+            "plain_range_ms": [min(plain) / len(ids) * 1000, max(plain) / len(ids) * 1000],
+            "echo_range_ms": [min(echo) / len(ids) * 1000, max(echo) / len(ids) * 1000]}
 
 
 def run(quick: bool = False) -> dict:

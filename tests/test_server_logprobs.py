@@ -1,7 +1,7 @@
-"""The completions and chat logprobs real clients read, over real HTTP: lm-evaluation-harness's
-loglikelihood request (token-id prompt, echo, max_tokens 1, logprobs 1) answers prompt_len + 1
-entries, the first null, each prompt token's log-probability equal to a plain peft forward pass;
-the openai SDK reads chat logprobs with top_logprobs."""
+"""lm-evaluation-harness's loglikelihood request over real HTTP (token-id prompts, echo, max_tokens
+1, logprobs 1): it answers prompt_len + 1 entries, the first null, each prompt token's
+log-probability equal to a plain peft forward pass. The other logprobs fields, through the openai
+SDK: tests/test_openai_sdk.py."""
 
 import httpx
 import pytest
@@ -53,26 +53,3 @@ def test_the_lm_eval_loglikelihood_request(served, tiny_llama):
     # lm-eval's greedy check reads the best of each position's top_logprobs: it is never below the token's.
     for token_lp, top in zip(lp["token_logprobs"][1:-1], lp["top_logprobs"][1:-1]):
         assert max(top.values()) >= token_lp - 1e-6
-
-
-def test_echo_with_max_tokens_zero_scores_the_prompt_only(served):
-    body = {"model": "chat-a", "prompt": "the cat sat", "max_tokens": 0, "logprobs": 0, "echo": True}
-    r = httpx.post(f"{served.url}/v1/completions", json=body, headers=served.headers(), timeout=60)
-    assert r.status_code == 200, r.text
-    choice = r.json()["choices"][0]
-    assert choice["text"] == "the cat sat" and r.json()["usage"]["completion_tokens"] == 0
-    scored = choice["logprobs"]
-    assert scored["token_logprobs"][0] is None and all(top == {} for top in scored["top_logprobs"][1:])
-    assert "".join(choice["logprobs"]["tokens"]) == "the cat sat"
-
-
-def test_chat_logprobs_through_the_openai_sdk(served):
-    client = served.openai()
-    out = client.chat.completions.create(model="chat-b", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-                                         temperature=0, logprobs=True, top_logprobs=3)
-    content = out.choices[0].logprobs.content
-    assert len(content) == out.usage.completion_tokens and content
-    for entry in content:
-        assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob >= entry.logprob - 1e-6
-        assert entry.logprob == max(t.logprob for t in entry.top_logprobs)  # greedy: the chosen is the best
-    assert "".join(e.token for e in content) == out.choices[0].message.content

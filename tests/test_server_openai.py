@@ -62,12 +62,11 @@ def test_streaming_joins_to_the_whole_answer(served):
     messages = [{"role": "user", "content": "where did john fly?"}]
     full = client.chat.completions.create(model="chat-b", messages=messages, max_tokens=12, temperature=0)
     chunks = list(client.chat.completions.create(model="chat-b", messages=messages, max_tokens=12, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                                                 stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == full.choices[0].finish_reason
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
 
     whole = client.completions.create(model="chat-p", prompt="hello", max_tokens=10, temperature=0)
     stream = client.completions.create(model="chat-p", prompt="hello", max_tokens=10, temperature=0, stream=True)

@@ -267,8 +267,9 @@ def validation_message(errors: list[dict]) -> tuple[str, str, str | None]:
         if kind == "invalid_unicode":
             field = str((e.get("ctx") or {}).get("field") or field)
             text, this, where = e.get("msg", "invalid text"), "invalid_unicode", field
-        elif kind == "tools_unsupported":
-            text, this, where = e.get("msg", "tools are not supported"), "unsupported", "tools"
+        elif kind == "unsupported_option":
+            where = str((e.get("ctx") or {}).get("field") or field)
+            text, this = e.get("msg", f"{where} is not supported"), "unsupported"
         elif top in UNSUPPORTED:
             text, this, where = UNSUPPORTED[top], "unsupported", top
         elif top == "adapter" and kind == "string_pattern_mismatch":
@@ -295,6 +296,7 @@ UNSUPPORTED = {
     "response_format": ('response_format other than {"type": "text"} (JSON mode, a JSON schema) is not supported '
                         'by this server: the answer would not be held to it; leave it out or send {"type": "text"}'),
     "frequency_penalty": "frequency_penalty is not supported by this server; leave it out or send 0",
+    "suffix": "suffix is not supported by this server (it does not insert text); leave it out or send \"\"",
 }
 
 

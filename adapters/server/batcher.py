@@ -1,11 +1,15 @@
 """An asyncio dynamic batcher in front of the engine.
 
 Requests (``Job``: one or more rows for one adapter) wait in one queue per (kind, adapter). A
-collector takes a batch when a worker is free: it waits at most ``max_wait_ms`` after the oldest
-waiting request for the batch to fill up to ``max_batch_size`` rows, then fills it round-robin over
-the adapters with work (one request per adapter per turn), so a busy adapter cannot starve the
-others; the adapter served first rotates from batch to batch. Requests for different adapters share
-one engine call (the engine routes rows per adapter). Engine calls run in worker threads.
+collector takes a batch when a worker is free. While other requests are still being prepared (the
+server is parsing, tokenizing or loading their adapter: ``preparing``), it waits at most
+``max_wait_ms`` after the oldest waiting request for them to arrive and fill the batch up to
+``max_batch_size`` rows; when none is, waiting could only add latency (a lone client would pay
+``max_wait_ms`` on every request), so the batch starts at once and later arrivals join the next.
+It fills the batch round-robin over the adapters with work (one request per adapter per turn), so
+a busy adapter cannot starve the others; the adapter served first rotates from batch to batch.
+Requests for different adapters share one engine call (the engine routes rows per adapter).
+Engine calls run in worker threads.
 
 If an engine call fails, each request of the batch is retried alone, so one bad request (an
 adapter that fails to load, say) fails only itself. A full queue refuses new work (``Overloaded``).
@@ -17,7 +21,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +71,7 @@ class Batcher:
         self._queues: dict[tuple[str, str | None], collections.deque[Job]] = {}
         self._order: collections.deque[tuple[str, str | None]] = collections.deque()
         self._queued_rows = 0
+        self._preparing = 0  # requests on their way to submit()
         self._arrived: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task | None = None
@@ -107,6 +112,18 @@ class Batcher:
         return self._queued_rows
 
     # ---- the request side ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Around the work a request does before ``submit`` (it is left before submitting): a
+        batch waits for such requests, and only for them."""
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+            if self._arrived is not None:
+                self._arrived.set()  # a waiting collector looks again: it may start now
+
     async def submit(self, kind: str, adapter: str | None, rows: list[Any]) -> list[Any]:
         """Queue ``rows`` for ``adapter`` and wait for their results (in order)."""
         if not self.alive:
@@ -147,7 +164,7 @@ class Batcher:
                 await self._arrived.wait()
             oldest = min(q[0].enqueued for q in self._queues.values() if q)
             deadline = loop.time() + max(0.0, oldest + self.max_wait - time.monotonic())
-            while self._fillable() < self.max_batch_size:
+            while self._preparing and self._fillable() < self.max_batch_size:
                 left = deadline - loop.time()
                 if left <= 0:
                     break

@@ -246,11 +246,11 @@ class Server:
     # ---- validation ----------------------------------------------------------------------------------
     # The schemas check what holds for every deployment (types, ranges, unsupported options); these
     # check this server's limits, each before the work it bounds.
-    def _max_tokens(self, requested: int | None, default: int) -> int:
+    def _max_tokens(self, requested: int | None, default: int, param: str = "max_tokens") -> int:
         n = default if requested is None else requested
         if n > self.limits.max_tokens:
-            raise invalid(f"max_tokens={n} is over this server's limit of {self.limits.max_tokens}",
-                          "max_tokens_exceeded", "max_tokens")
+            raise invalid(f"{param}={n} is over this server's limit of {self.limits.max_tokens}",
+                          "max_tokens_exceeded", param)
         return n
 
     def _check_chars(self, chars: int, param: str) -> None:
@@ -268,10 +268,20 @@ class Server:
         the adapter's prefix tokens, which take positions of the context too)."""
         self._check_chars(len(text), param)
         ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
-        n = len(ids)
-        if n == 0:
+        if not ids:
             raise invalid("the prompt is empty (no tokens)", "empty_prompt", param)
-        limit = self.limits.max_prompt_tokens
+        return self._check_length(ids, virtual, new_tokens, param)
+
+    def _check_ids(self, ids: list[int], virtual: int, new_tokens: int) -> list[int]:
+        """A prompt given as token ids, checked like a text's tokens."""
+        vocab = len(self.tokenizer)
+        bad = next((t for t in ids if t >= vocab), None)
+        if bad is not None:
+            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "prompt")
+        return self._check_length(list(ids), virtual, new_tokens, "prompt")
+
+    def _check_length(self, ids: list[int], virtual: int, new_tokens: int, param: str) -> list[int]:
+        n, limit = len(ids), self.limits.max_prompt_tokens
         if n > limit:
             raise invalid(f"the prompt has {n} tokens; this server's limit is {limit}", "prompt_too_long", param)
         if self.context and n + new_tokens + virtual > self.context:
@@ -307,15 +317,14 @@ class Server:
                              model_max_length=limit if isinstance(limit, int) and limit < 10**9 else None,
                              vocab_size=len(tok))
 
-    def _stream_checks(self, body, prompts: int) -> None:
+    def _check_stream(self, body, prompts: int) -> None:
+        """What a stream carries: one choice of one prompt, text only (checked before any work)."""
         if prompts != 1 or body.n != 1:
-            raise invalid("streaming takes one prompt and n=1", "unsupported", "stream")
-        if body.logprobs or getattr(body, "echo", False):
+            raise invalid("streaming takes one prompt and n=1; send stream=false for several choices or prompts",
+                          "unsupported", "stream")
+        if _asks_logprobs(body) or getattr(body, "echo", False):
             raise invalid("streaming does not return logprobs or echo; send stream=false for them", "unsupported",
                           "stream")
-        if self._streams >= self.limits.max_streams:
-            raise APIError(503, f"too many streams in progress (max_streams={self.limits.max_streams})",
-                           "overloaded_error", "overloaded")
 
     async def _generation_adapter(self, model: str) -> tuple[str | None, int]:
         """The adapter a completion for ``model`` runs with (resident from here on) and its prefix
@@ -348,41 +357,24 @@ class Server:
         return format_prompt(self.tokenizer, "\n".join(f"{t['role']}: {t['content']}" for t in turns))
 
     def _request(self, body, prompt: str, ids: list[int], adapter: str | None, new: int) -> GenerationRequest:
-        """The engine's request for one prompt of ``body``: its text already rendered and tokenized.
-        ``logprobs`` is a count of alternatives on completions and a flag (with ``top_logprobs``)
-        on chat, as in OpenAI's two APIs."""
-        chat = isinstance(body, ChatCompletionRequest)
-        asked = bool(body.logprobs) if chat else body.logprobs is not None
-        top = (body.top_logprobs or 0) if chat else (body.logprobs or 0)
+        """The engine's request for one prompt of ``body``: its text already rendered and tokenized."""
+        asked = _asks_logprobs(body)
+        top = (body.top_logprobs or 0) if isinstance(body, ChatCompletionRequest) else (body.logprobs or 0)
         return GenerationRequest(prompt, adapter, max_new_tokens=new, temperature=body.temperature, top_p=body.top_p,
                                  seed=body.seed, stop=body.stop or (), raw=True, prompt_ids=ids, logprobs=asked,
-                                 top_logprobs=top if asked else 0, echo=not chat and body.echo)
-
-    def _check_ids(self, ids: list[int], virtual: int, new_tokens: int) -> list[int]:
-        """In the tokenizing thread: a prompt given as token ids, checked like a text's tokens."""
-        vocab = len(self.tokenizer)
-        bad = next((t for t in ids if t >= vocab), None)
-        if bad is not None:
-            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "prompt")
-        limit = self.limits.max_prompt_tokens
-        if len(ids) > limit:
-            raise invalid(f"the prompt has {len(ids)} tokens; this server's limit is {limit}", "prompt_too_long",
-                          "prompt")
-        if self.context and len(ids) + new_tokens + virtual > self.context:
-            raise invalid(f"the prompt ({len(ids)} tokens) plus max_tokens ({new_tokens}) is over the base's context "
-                          f"length of {self.context - virtual} tokens", "context_length_exceeded", "prompt")
-        return list(ids)
+                                 top_logprobs=top if asked else 0,
+                                 echo=isinstance(body, CompletionRequest) and body.echo)
 
     def _piece(self, token: int) -> str:
         return self.tokenizer.decode([token])
 
-    def _completion_choice(self, index: int, result, prompt, body: CompletionRequest) -> CompletionChoice:
+    def _completion_choice(self, result, prompt, body: CompletionRequest) -> CompletionChoice:
         """In the tokenizing thread: one choice, with the prompt before it (echo) and OpenAI's legacy
         logprobs: tokens, their log-probabilities, the likeliest alternatives, text offsets."""
         prompt_text = (prompt if isinstance(prompt, str) else self.tokenizer.decode(prompt)) if body.echo else ""
         text = prompt_text + result.text
         if body.logprobs is None:
-            return CompletionChoice(index=index, text=text, finish_reason=result.finish_reason)
+            return CompletionChoice(index=0, text=text, finish_reason=result.finish_reason)
         rows = [(t, lp, top) for t, lp, top in (result.prompt_logprobs or [])] if body.echo else []
         scored = result.scored_ids or []
         rows += list(zip(scored, result.logprobs or [], result.top_logprobs or [[]] * len(scored)))
@@ -392,7 +384,7 @@ class Server:
             offsets.append(at)
             at += len(pieces[-1])
         tops = [None if lp is None else {self._piece(t): v for t, v in top} for _, lp, top in rows]
-        return CompletionChoice(index=index, text=text, finish_reason=result.finish_reason, logprobs=CompletionLogprobs(
+        return CompletionChoice(index=0, text=text, finish_reason=result.finish_reason, logprobs=CompletionLogprobs(
             tokens=pieces, token_logprobs=[lp for _, lp, _ in rows], top_logprobs=tops, text_offset=offsets))
 
     def _chat_logprobs(self, result) -> ChatLogprobs | None:
@@ -410,37 +402,63 @@ class Server:
             for t, lp, top in zip(result.token_ids, result.logprobs, tops)])
 
     async def chat(self, body: ChatCompletionRequest):
+        with self.batcher.preparing():
+            request = await self._chat_request(body)
+        if body.stream:
+            return await self._stream(request, body.model, chat=True, usage=include_usage(body))
+        results = await self._generate(request.adapter, [request], body.n)
+        scored = await self._tokenizing(lambda: _once_per_result(results, lambda i: self._chat_logprobs(results[i])))
+        choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
+                              logprobs=lp) for i, (r, lp) in enumerate(zip(results, scored))]
+        used, out = len(request.prompt_ids), sum(r.tokens for r in results)
+        self.metrics.tokens.inc(out)
+        return ChatCompletionResponse(id=new_id("chatcmpl"), created=int(time.time()), model=body.model,
+                                      choices=choices, usage=Usage(prompt_tokens=used, completion_tokens=out,
+                                                                   total_tokens=used + out))
+
+    async def _chat_request(self, body: ChatCompletionRequest) -> GenerationRequest:
         self._check_rows(body.n)
+        if body.stream:
+            self._check_stream(body, 1)
         # The rendered prompt holds at least every role and content: refuse before rendering it.
         self._check_chars(sum(len(m.role) + len(m.text()) for m in body.messages), "messages")
         adapter, virtual = await self._generation_adapter(body.model)
-        new = self._max_tokens(body.max_completion_tokens or body.max_tokens, self.limits.default_max_tokens)
+        if body.max_completion_tokens is not None:
+            new = self._max_tokens(body.max_completion_tokens, 0, "max_completion_tokens")
+        else:
+            new = self._max_tokens(body.max_tokens, self.limits.default_max_tokens)
 
         def prepare():
             prompt = self.chat_prompt(body.messages)
             return prompt, self._tokens(prompt, virtual, new, "messages")
 
         prompt, ids = await self._tokenizing(prepare)
-        request = self._request(body, prompt, ids, adapter, new)
-        if body.stream:
-            self._stream_checks(body, 1)
-            return await self._stream(request, body.model, len(ids), chat=True, usage=include_usage(body))
-        results = await self._submit("generate", adapter, _choices(request, body.n))
-        scored = await self._tokenizing(lambda: [self._chat_logprobs(r) for r in results])
-        choices = [ChatChoice(index=i, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
-                              logprobs=lp) for i, (r, lp) in enumerate(zip(results, scored))]
-        used, out = len(ids), sum(r.tokens for r in results)
-        self.metrics.tokens.inc(out)
-        return ChatCompletionResponse(id=new_id("chatcmpl"), created=int(time.time()), model=body.model,
-                                      choices=choices, usage=Usage(prompt_tokens=used, completion_tokens=out,
-                                                                   total_tokens=used + out))
+        return self._request(body, prompt, ids, adapter, new)
 
     async def complete(self, body: CompletionRequest):
+        with self.batcher.preparing():
+            prompts, requests = await self._completion_requests(body)
+        if body.stream:
+            return await self._stream(requests[0], body.model, chat=False, usage=include_usage(body))
+        results = await self._generate(requests[0].adapter, requests, body.n)
+        shown = [p for p in prompts for _ in range(body.n)]
+        rendered = await self._tokenizing(lambda: _once_per_result(
+            results, lambda i: self._completion_choice(results[i], shown[i], body)))
+        # OpenAI's order for several prompts and n: prompt by prompt, each prompt's n choices.
+        choices = [c.model_copy(update={"index": i}) for i, c in enumerate(rendered)]
+        used, out = sum(len(r.prompt_ids) for r in requests), sum(r.tokens for r in results)
+        self.metrics.tokens.inc(out)
+        return CompletionResponse(id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=choices,
+                                  usage=Usage(prompt_tokens=used, completion_tokens=out, total_tokens=used + out))
+
+    async def _completion_requests(self, body: CompletionRequest) -> tuple[list, list[GenerationRequest]]:
+        """The prompts of ``body`` and one request per prompt (each one run for all ``n`` choices)."""
         raw = body.prompt
         # One text, a list of texts, one list of token ids, or a list of them.
         prompts = [raw] if isinstance(raw, str) or isinstance(raw[0], int) else list(raw)
         self._check_rows(len(prompts) * body.n)
-        adapter, virtual = await self._generation_adapter(body.model)
+        if body.stream:
+            self._check_stream(body, len(prompts))
         # OpenAI's default of 16 when max_tokens is left out, within this server's limit.
         requested = body.max_tokens if "max_tokens" in body.model_fields_set else None
         if requested == 0 and not body.echo:
@@ -450,25 +468,32 @@ class Server:
         for p in prompts:
             if isinstance(p, str):
                 self._check_chars(len(p), "prompt")
+        adapter, virtual = await self._generation_adapter(body.model)
         tokens = await self._tokenizing(lambda: [self._tokens(p, virtual, new, "prompt") if isinstance(p, str)
                                                  else self._check_ids(p, virtual, new) for p in prompts])
-        used = sum(len(ids) for ids in tokens)
-        requests = []
-        for p, ids in zip(prompts, tokens):
-            requests += _choices(self._request(body, p if isinstance(p, str) else "", ids, adapter, new), body.n)
-        if body.stream:
-            self._stream_checks(body, len(prompts))
-            return await self._stream(requests[0], body.model, used, chat=False, usage=include_usage(body))
-        results = await self._submit("generate", adapter, requests)
-        shown = [p for p in prompts for _ in range(body.n)]
-        choices = await self._tokenizing(lambda: [self._completion_choice(i, r, p, body)
-                                                  for i, (r, p) in enumerate(zip(results, shown))])
-        out = sum(r.tokens for r in results)
-        self.metrics.tokens.inc(out)
-        return CompletionResponse(id=new_id("cmpl"), created=int(time.time()), model=body.model, choices=choices,
-                                  usage=Usage(prompt_tokens=used, completion_tokens=out, total_tokens=used + out))
+        return prompts, [self._request(body, p if isinstance(p, str) else "", ids, adapter, new)
+                         for p, ids in zip(prompts, tokens)]
 
-    async def _stream(self, request: GenerationRequest, model: str, prompt_tokens: int, chat: bool, usage: bool):
+    async def _generate(self, adapter: str | None, requests: list[GenerationRequest], n: int) -> list:
+        """``n`` results per request, in order. A greedy request runs once for all its choices (they
+        are the same answer); sampled choices run as rows of their own, seeded seed, seed+1, ...
+        when seeded so that they differ."""
+        rows, where = [], []
+        for request in requests:
+            if request.temperature == 0:
+                where += [len(rows)] * n
+                rows.append(request)
+            else:
+                where += range(len(rows), len(rows) + n)
+                rows += [request] * n if request.seed is None else [
+                    replace(request, seed=(request.seed + i) % (2**63)) for i in range(n)]
+        results = await self._submit("generate", adapter, rows)
+        return [results[i] for i in where]
+
+    async def _stream(self, request: GenerationRequest, model: str, chat: bool, usage: bool):
+        if self._streams >= self.limits.max_streams:
+            raise APIError(503, f"too many streams in progress (max_streams={self.limits.max_streams})",
+                           "overloaded_error", "overloaded")
         loop = asyncio.get_running_loop()
 
         def ended() -> None:
@@ -481,7 +506,7 @@ class Server:
 
         self._streams += 1
         self.metrics.streams.set(self._streams)
-        return await sse_response(self.engine, request, model=model, prompt_tokens=prompt_tokens, chat=chat,
+        return await sse_response(self.engine, request, model=model, prompt_tokens=len(request.prompt_ids), chat=chat,
                                   usage=usage, executor=self._stream_executor, on_tokens=self.metrics.tokens.inc,
                                   on_end=ended)
 
@@ -503,6 +528,16 @@ class Server:
 
     # ---- classification ------------------------------------------------------------------------------------
     async def classify(self, body: ClassifyRequest) -> ClassifyResponse:
+        with self.batcher.preparing():
+            adapter, texts, used = await self._classify_rows(body)
+        results = await self._submit("classify", adapter, [(t, adapter) for t in texts])
+        data = [ClassifyResult(index=i, label=r["label"], probabilities=r["probabilities"])
+                for i, r in enumerate(results)]
+        return ClassifyResponse(id=new_id("cls"), created=int(time.time()), model=body.model, data=data,
+                                usage=Usage(prompt_tokens=used, total_tokens=used))
+
+    async def _classify_rows(self, body: ClassifyRequest) -> tuple[str, list[str], int]:
+        """The adapter, the texts and their token count, all checked."""
         adapter = self.adapter_for(body.model)
         if adapter is None:
             raise invalid(f"'{body.model}' is the base model; name a classification adapter", "wrong_task", "model")
@@ -516,11 +551,7 @@ class Server:
         virtual = info.virtual_tokens
         used = sum(len(ids) for ids in await self._tokenizing(
             lambda: [self._tokens(t, virtual, 0, "input", special=True) for t in texts]))
-        results = await self._submit("classify", adapter, [(t, adapter) for t in texts])
-        data = [ClassifyResult(index=i, label=r["label"], probabilities=r["probabilities"])
-                for i, r in enumerate(results)]
-        return ClassifyResponse(id=new_id("cls"), created=int(time.time()), model=body.model, data=data,
-                                usage=Usage(prompt_tokens=used, total_tokens=used))
+        return adapter, texts, used
 
 
 def canonical_ref(ref: str) -> str:
@@ -542,8 +573,14 @@ def canonical_ref(ref: str) -> str:
     return ref
 
 
-def _choices(request: GenerationRequest, n: int) -> list[GenerationRequest]:
-    """``n`` requests for one prompt; seeded sampling gets seed, seed+1, ... so choices differ."""
-    if n == 1 or request.seed is None:
-        return [request] * n
-    return [replace(request, seed=(request.seed + i) % (2**63)) for i in range(n)]
+def _asks_logprobs(body) -> bool:
+    """``logprobs`` is a flag on chat (with ``top_logprobs`` beside it) and a count of alternatives
+    on completions, where 0 still asks for the tokens' own log-probabilities (OpenAI's two APIs)."""
+    return bool(body.logprobs) if isinstance(body, ChatCompletionRequest) else body.logprobs is not None
+
+
+def _once_per_result(results: list, build) -> list:
+    """``build(i)`` for the first choice ``i`` of each distinct result, the same for the others: the
+    choices of a greedy request share one result, and it is rendered once."""
+    built: dict[int, object] = {}
+    return [built[id(r)] if id(r) in built else built.setdefault(id(r), build(i)) for i, r in enumerate(results)]

@@ -1,9 +1,11 @@
 """Request and response models of the HTTP API, shaped like OpenAI's (and vLLM's) where one exists.
 
-Unknown request fields are ignored (clients send ``user``, ``logit_bias`` ...). Options the server
-cannot honour are typed so that only their no-op values validate (``echo: false``, ``logprobs:
-null``), so the spec says exactly what is accepted and generated clients and fuzzers are not
-misled. Limits that depend on the server's configuration (max_tokens, prompt length, rows per
+Unknown request fields are ignored (clients send ``user``, ``service_tier``, ``metadata`` ...).
+Options that would change the answer and that the server cannot honour are declared so that only
+their no-op values validate (``logit_bias: {}``, ``response_format: {"type": "text"}``, ``tools``
+with ``tool_choice: "none"``, ``best_of`` equal to ``n``) and any other value is a 422 naming the
+field: never silently ignored, and the spec says exactly what is accepted, so generated clients
+and fuzzers are not misled. Limits that depend on the server's configuration (max_tokens, prompt length, rows per
 request, body size) are checked by the server, so this spec stays the same for every deployment.
 
 Every string of a request body must be valid Unicode: JSON may spell a lone UTF-16 surrogate
@@ -66,6 +68,11 @@ def _surrogate(value: Any, path: tuple) -> tuple | None:
     return None
 
 
+def unsupported(field: str, message: str) -> PydanticCustomError:
+    """A request option this server refuses as sent (the 422 names ``field``)."""
+    return PydanticCustomError("unsupported_option", message, {"field": field})
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -122,6 +129,18 @@ class CompletionRequest(_Sampling):
                                   "alternatives at each position (0: none)")
     max_tokens: int | None = Field(16, ge=0, description="tokens to generate (at most the server's limit; 0 only "
                                    "with echo)")
+    best_of: int | None = Field(None, ge=1, le=16, description="only null or equal to n: candidates are not "
+                                "ranked by this server")
+    suffix: str | None = Field(None, max_length=0, description="not supported (no insertion): only null or \"\"")
+
+    @model_validator(mode="after")
+    def _no_ranking(self) -> CompletionRequest:
+        # best_of > n asks for the n likeliest of best_of samples: returning n plain samples instead
+        # would be a silently different answer.
+        if self.best_of is not None and self.best_of != self.n:
+            raise unsupported("best_of", f"best_of={self.best_of} with n={self.n} is not supported (this server "
+                              "does not rank candidates); leave best_of out or send it equal to n")
+        return self
 
 
 class CompletionLogprobs(BaseModel):
@@ -184,15 +203,22 @@ class ChatCompletionRequest(_Sampling):
     tools: list[dict[str, Any]] | None = Field(None, description="accepted only with tool_choice \"none\": "
                                                "this server makes no tool calls")
     tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = Field(None, description="the deprecated form of tools: accepted only "
+                                                   "with function_call \"none\"")
+    function_call: str | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _no_tool_calls(self) -> ChatCompletionRequest:
         # With tools on offer a model is prompted with them and may answer with a call: answering
         # plain text instead would be a silently different answer, so the request is refused.
         if self.tools and self.tool_choice != "none":
-            raise PydanticCustomError(
-                "tools_unsupported", "tools are not supported by this server (it makes no tool calls); leave "
-                "tools out, or send tool_choice \"none\" to have them ignored", {})
+            raise unsupported("tools", "tools are not supported by this server (it makes no tool calls); leave "
+                              "tools out, or send tool_choice \"none\" to have them ignored")
+        if self.functions and self.function_call != "none":
+            raise unsupported("functions", "functions are not supported by this server (it makes no function "
+                              "calls); leave functions out, or send function_call \"none\" to have them ignored")
+        if self.top_logprobs and not self.logprobs:
+            raise unsupported("top_logprobs", "top_logprobs needs logprobs: true (as in OpenAI's API)")
         return self
 
 

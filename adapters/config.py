@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adapters.errors import ConfigError
 from adapters.tasks import METHODS, TASKS
@@ -91,6 +91,32 @@ class EarlyStoppingConfig(Strict):
     mode: Literal["max", "min"] = "max"
 
 
+def _named(value: Any) -> Any:
+    """``optimizer: sgd`` is short for ``optimizer: {name: sgd}`` (likewise ``lr_scheduler``)."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class SchedulerConfig(Strict):
+    """The learning rate after ``warmup_ratio`` of linear warm-up, per optimizer step: ``linear``
+    to zero at the last step, ``cosine`` (``num_cycles`` half-waves: 0.5 goes down to zero once),
+    ``constant``, ``step`` (times ``gamma`` every ``step_size`` steps) and ``exponential`` (times
+    ``gamma`` per ``step_size`` steps, smoothly). ``step_size`` defaults to one epoch's steps."""
+
+    name: Literal["linear", "cosine", "constant", "step", "exponential"] = "linear"
+    num_cycles: float = Field(0.5, gt=0)
+    step_size: int | None = Field(None, ge=1)
+    gamma: float = Field(0.5, gt=0, le=1)
+
+
+class OptimizerConfig(Strict):
+    """``adamw`` (torch), ``sgd`` (with ``momentum``), ``adafactor`` (transformers, at the given
+    learning rate) or ``paged_adamw_8bit`` (bitsandbytes, CUDA only)."""
+
+    name: Literal["adamw", "sgd", "adafactor", "paged_adamw_8bit"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
 class TrainingConfig(Strict):
     epochs: float = Field(3, gt=0)
     max_steps: int | None = Field(None, ge=1)
@@ -100,6 +126,8 @@ class TrainingConfig(Strict):
     learning_rate: float = Field(2e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    lr_scheduler: SchedulerConfig = SchedulerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
     max_grad_norm: float | None = Field(1.0, gt=0)
     # "epoch" or a number of optimizer steps between evaluations.
     eval_every: Literal["epoch"] | int = "epoch"
@@ -109,6 +137,8 @@ class TrainingConfig(Strict):
     # Batches of similar length: far less padding on real text.
     group_by_length: bool = True
     log_every: int = Field(10, ge=1)
+
+    _named_scheduler = field_validator("lr_scheduler", "optimizer", mode="before")(_named)
 
 
 class TrainConfig(Strict):

@@ -32,6 +32,7 @@ from adapters.evaluation.loop import evaluate
 from adapters.evaluation.metrics import METRIC_DIRECTIONS
 from adapters.tasks import TASKS
 from adapters.training.methods import attach
+from adapters.training.optimizers import build_optimizer, build_scheduler, check_optimizer
 from adapters.training.runs import EVENTS_FILE, RunLog, latest_checkpoint
 
 
@@ -81,7 +82,7 @@ def set_seed(seed: int) -> None:
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and normalization weights."""
+    """Parameter groups: no weight decay on biases and normalization weights."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -197,6 +198,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.plan = plan_device(cfg.device, cfg.compute_dtype)
+        check_optimizer(cfg.training, self.plan.device)
         set_seed(cfg.training.seed)
         self.base = resolve_base(cfg.base)
         model_config = load_model_config(self.base, cfg.task)  # checked to fit the task: before the data
@@ -225,10 +227,8 @@ class Trainer:
         t = cfg.training
         self.steps_per_epoch = math.ceil(len(self.tokenized["train"]) / t.batch_size / t.gradient_accumulation)
         self.total_steps = t.max_steps or max(1, math.ceil(self.steps_per_epoch * t.epochs))
-        optimizer = torch.optim.AdamW(_param_groups(self.model, t.weight_decay), lr=t.learning_rate)
-        from transformers import get_linear_schedule_with_warmup
-
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * self.total_steps), self.total_steps)
+        optimizer = build_optimizer(_param_groups(self.model, t.weight_decay), t)
+        scheduler = build_scheduler(optimizer, t, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
 
     def _with_adapter(self, model, heads):

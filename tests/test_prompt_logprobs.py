@@ -69,3 +69,62 @@ def test_an_end_of_sequence_token_is_scored_though_not_shown(engine):
     (result,) = decoder.complete(iter([Step([eos], [-0.25], [[(eos, -0.25)]])]), [request])
     assert result.scored_ids == [eos] and result.logprobs == [-0.25] and result.top_logprobs == [[(eos, -0.25)]]
     assert result.tokens == 0 and result.text == "" and result.finish_reason == "stop"
+
+
+def _mixed(engine, gen_adapters):
+    """Echo rows (LoRA A, prefix P) beside plain rows (LoRA B generating 3 tokens, the bare base)."""
+    tok = engine.tokenizer
+    rows = [(PROMPTS[1], gen_adapters["A"], True), (PROMPTS[0], gen_adapters["B"], False),
+            (PROMPTS[2], gen_adapters["P"], True), (PROMPTS[0], None, False)]
+    return [GenerationRequest(p, str(a) if a else None, max_new_tokens=1 if echo else 3, raw=True, echo=echo,
+                              logprobs=echo, top_logprobs=2 if echo else 0,
+                              prompt_ids=tok(p, add_special_tokens=False)["input_ids"]) for p, a, echo in rows]
+
+
+def test_the_head_computes_only_the_logits_that_are_read(engine, gen_adapters, monkeypatch):
+    """A batch mixing echo and plain rows: the LM head's first call covers each row's last position
+    and the echo rows' prompt positions, nothing more, and every row gets what it gets alone."""
+    head = engine.model.get_output_embeddings()
+    forward, positions = head.forward, []
+
+    def counted(x, *args, **kwargs):
+        positions.append(x.shape[0] * x.shape[1])
+        return forward(x, *args, **kwargs)
+
+    requests = _mixed(engine, gen_adapters)
+    monkeypatch.setattr(head, "forward", counted)
+    results = engine.run(requests)
+    monkeypatch.undo()
+    scored = sum(len(r.prompt_ids) - 1 for r in requests if r.echo)
+    assert positions[0] == len(requests) + scored
+    assert set(positions[1:]) == {len(requests)}  # the decode steps: one position per row
+    for request, result in zip(requests, results):
+        (alone,) = engine.run([request])
+        assert result.text == alone.text and result.token_ids == alone.token_ids
+        if request.echo:
+            assert [t for t, _, _ in result.prompt_logprobs] == [t for t, _, _ in alone.prompt_logprobs]
+            assert torch.allclose(torch.tensor([lp for _, lp, _ in result.prompt_logprobs[1:]]),
+                                  torch.tensor([lp for _, lp, _ in alone.prompt_logprobs[1:]]), atol=1e-5)
+
+
+def test_a_head_with_its_own_hook_gets_whole_rows_and_the_same_scores(engine, gen_adapters):
+    """A forward hook on the head (how a LoRA on lm_head is routed, row by row) keeps the batch's
+    rows whole: the head then sees every row's last positions, as many as the longest echo prompt,
+    and the scores are the same."""
+    requests = _mixed(engine, gen_adapters)
+    packed = engine.run(requests)
+    head = engine.model.get_output_embeddings()
+    shapes = []
+    handle = head.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape[:2])))
+    try:
+        whole = engine.run(requests)
+    finally:
+        handle.remove()
+    assert shapes[0] == (len(requests), max(len(r.prompt_ids) for r in requests if r.echo))
+    for a, b in zip(packed, whole):
+        assert a.text == b.text
+        if a.prompt_logprobs is not None:
+            assert torch.allclose(torch.tensor([lp for _, lp, _ in a.prompt_logprobs[1:]]),
+                                  torch.tensor([lp for _, lp, _ in b.prompt_logprobs[1:]]), atol=1e-5)
+            assert [[t for t, _ in top] for _, _, top in a.prompt_logprobs] == \
+                [[t for t, _ in top] for _, _, top in b.prompt_logprobs]

@@ -116,27 +116,59 @@ def _top(scores: torch.Tensor, k: int) -> list[tuple[int, float]]:
     return list(zip(indices.tolist(), values.tolist()))
 
 
-def _prompt_scores(logits: torch.Tensor, ids: torch.Tensor, lengths: list[int],
-                   requests: list[GenerationRequest], echo: list[int]) -> list:
+def _prompt_scores(prompt_logits: dict[int, torch.Tensor], ids: torch.Tensor, lengths: list[int],
+                   requests: list[GenerationRequest]) -> list:
     """For each echo request: (token, log-probability given the tokens before it, the k likeliest)
-    per prompt token, the first one unscored. Prompts are left-padded, so a prompt of n tokens is
-    the last n columns of its row, and the logits at a column predict the next column's token."""
+    per prompt token, the first one unscored. ``prompt_logits[i]`` holds row i's logits at its
+    prompt's positions but the last (each predicts the next token); prompts are left-padded, so a
+    prompt of n tokens is the last n columns of its row."""
     out: list = [None] * len(requests)
     width = ids.shape[1]
-    for i in echo:
+    for i, logits in prompt_logits.items():
         request, n = requests[i], lengths[i]  # echo needs a trivial plan: model row i is request i
         row = ids[i, width - n:].tolist()
-        scores = torch.log_softmax(logits[i, width - n:width - 1].float(), -1)
-        k = request.top_logprobs
-        picked = scores.gather(1, ids[i, width - n + 1:width, None]).squeeze(1).tolist()
-        tops = [_top(s, k) if k else [] for s in scores]
-        out[i] = [(row[0], None, [])] + [(tok, lp, top) for tok, lp, top in zip(row[1:], picked, tops)]
+        scores = torch.log_softmax(logits.float(), -1)
+        picked = scores.gather(1, ids[i, width - n + 1:, None]).squeeze(1).tolist()
+        k = min(request.top_logprobs, scores.shape[-1])
+        if k and picked:
+            values, indices = torch.topk(scores, k, dim=-1)
+            tops = [list(zip(ix, vs)) for ix, vs in zip(indices.tolist(), values.tolist())]
+        else:
+            tops = [[] for _ in picked]
+        out[i] = [(row[0], None, [])] + list(zip(row[1:], picked, tops))
     return out
+
+
+class _PackPositions:
+    """A pre-hook on the LM head for the first step of a batch with echo rows: the head gets only
+    the positions whose logits are read, every row's last and the echo rows' prompt positions,
+    packed as one sequence (``[1, positions, hidden]``), instead of every position of every row
+    (rows x width x vocabulary logits, most of them thrown away). What the model's forward does
+    to the head's output afterwards (a logit scale, soft-capping) is elementwise, so it applies
+    to the packed logits alike."""
+
+    def __init__(self, firsts: dict[int, int]):
+        self.firsts = firsts  # echo row -> the column its prompt starts at
+        self.width = 0
+
+    def __call__(self, module, args):
+        hidden = args[0]  # [rows, width, hidden]
+        self.width = hidden.shape[1]
+        parts = [hidden[:, -1]] + [hidden[i, first:-1] for i, first in self.firsts.items()]
+        return (torch.cat(parts)[None], *args[1:])
+
+    def split(self, logits: torch.Tensor, rows: int) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The packed logits as each row's last position and each echo row's prompt positions."""
+        flat, at, prompts = logits[0], rows, {}
+        for i, first in self.firsts.items():
+            n = self.width - 1 - first
+            prompts[i], at = flat[at:at + n], at + n
+        return flat[:rows], prompts
 
 
 class Decoder:
     """The decode loop of an engine: ``steps`` runs a ``Prefill`` to its end, ``complete`` and
-    ``pieces`` turn the steps into results or streamed text. ``lock`` is the engine's model lock,
+    ``stream`` turn the steps into results or streamed text. ``lock`` is the engine's model lock,
     held for one forward pass per step, so concurrent batches interleave by step."""
 
     def __init__(self, model, tokenizer, eos_ids: set[int], lock) -> None:
@@ -149,7 +181,7 @@ class Decoder:
         """Decode all rows together; yields each step's new token per request (None once it is
         done) and, for requests that ask, its log-probability under the row's model (before
         temperature) with the likeliest alternatives. The first step also scores the prompts of
-        requests with ``echo`` and ``logprobs`` (it keeps every position's logits for them)."""
+        requests with ``echo`` and ``logprobs``."""
         from adapters.runtime.prefix import cache_kwargs, returned_cache
 
         generators = [make_generator(r) for r in requests]
@@ -160,15 +192,17 @@ class Decoder:
             raise UsageError("prompt logprobs (echo) of an ensemble are not supported",
                              "ask them of one adapter at a time")
         done = [r.max_new_tokens == 0 for r in requests]
+        width = ids.shape[1]
+        firsts = {i: width - batch.lengths[i] for i in echo}  # echo row -> its prompt's first column
         for step in range(max(1, max(r.max_new_tokens for r in requests))):
-            keep = 0 if step == 0 and echo else 1  # 0: the logits of every position
             with self.lock, batch.route(), torch.no_grad():
                 # The cache goes in and comes back under the name the forward takes (prefix.cache_argument).
-                out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                                 **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=keep)
+                inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions,
+                          **cache_kwargs(self.model, cache), "use_cache": True}
+                out, last, prompt_logits = self._forward(inputs, firsts if step == 0 else None)
             cache = returned_cache(self.model, out)
-            prompts = _prompt_scores(out.logits, ids, batch.lengths, requests, echo) if keep == 0 else None
-            logits = plan.combine_logits(out.logits[:, -1])
+            prompts = _prompt_scores(prompt_logits, ids, batch.lengths, requests) if prompt_logits else None
+            logits = plan.combine_logits(last)
             chosen: list[int | None] = []
             scores = torch.log_softmax(logits.float(), -1) if logprobs else None
             # Greedy rows: one argmax over the batch (the same pick as choose() row by row).
@@ -192,6 +226,30 @@ class Decoder:
             ids = torch.tensor(next_ids, dtype=torch.long, device=ids.device)[:, None]
             positions = positions.max(dim=1, keepdim=True).values + 1
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
+
+    def _forward(self, inputs: dict, firsts: dict[int, int] | None):
+        """One forward pass (under the lock and the rows' routing): the output, each row's logits at
+        its last position, and with ``firsts`` (echo row -> its prompt's first column) each echo
+        row's logits at its prompt's positions but the last, the only other logits computed."""
+        if not firsts:
+            out = self.model(**inputs, logits_to_keep=1)
+            return out, out.logits[:, -1], None
+        head = self.model.get_output_embeddings()
+        rows, width = inputs["input_ids"].shape
+        if head._forward_hooks:
+            # A LoRA on the head routes row by row, so its rows stay whole: every row keeps the
+            # positions of the longest echo prompt (the slice is taken before the head).
+            keep = width - min(firsts.values())
+            out = self.model(**inputs, logits_to_keep=keep)
+            return out, out.logits[:, -1], {i: out.logits[i, first - width:-1] for i, first in firsts.items()}
+        pack = _PackPositions(firsts)
+        handle = head.register_forward_pre_hook(pack)
+        try:
+            out = self.model(**inputs, logits_to_keep=0)  # 0: the head's input is every position
+        finally:
+            handle.remove()
+        last, prompt_logits = pack.split(out.logits, rows)
+        return out, last, prompt_logits
 
     def complete(self, steps: Iterator[Step], requests: list[GenerationRequest]
                  ) -> list[GenerationResult]:

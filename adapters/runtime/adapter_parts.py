@@ -9,6 +9,7 @@ engine applies itself, so LoRA and prefix rows can share one forward pass.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,102 @@ def _strip(key: str) -> str:
     return key
 
 
+# What peft calls the LoRA variants (the LoraConfig fields it tags ``is_lora_variant``, and the
+# ``init_lora_weights`` values that select one), for messages.
+_VARIANT_NAMES = {"use_dora": "DoRA", "alora_invocation_tokens": "aLoRA", "velora_config": "VeLoRA",
+                  "monteclora_config": "MonteCLoRA", "use_bdlora": "BD-LoRA", "arrow_config": "Arrow",
+                  "kasa_config": "KaSA", "mica": "MiCA"}
+# Variants whose forward is plain LoRA's (they differ in training only): MiCA freezes B.
+_PLAIN_FORWARD_VARIANTS = {"mica"}
+# init_lora_weights with which peft rewrites the base's weights every time it loads the adapter:
+# PiSSA, OLoRA and CorDA subtract the initial LoRA from them, LoftQ replaces them by a quantized copy.
+_BASE_REWRITING_INITS = {"pissa": "PiSSA", "olora": "OLoRA", "corda": "CorDA", "loftq": "LoftQ"}
+_PLAIN_LORA_KEY = re.compile(r"\.lora_[AB]\.weight$")
+
+
+def _lora_variants(peft_cfg: dict) -> list[str]:
+    """The LoRA variants ``peft_cfg`` turns on, found the way peft's ``resolve_lora_variant`` finds
+    them, so that a variant a later peft adds is refused too, not served as plain LoRA."""
+    import dataclasses
+
+    from peft import LoraConfig
+
+    found = []
+    tagged = {"use_dora", "alora_invocation_tokens"}  # also for a peft whose fields carry no tags
+    for f in dataclasses.fields(LoraConfig):
+        if f.name == "init_lora_weights":
+            init = peft_cfg.get(f.name)
+            if isinstance(init, str) and init in f.metadata.get("lora_variants", ()):
+                if init not in _PLAIN_FORWARD_VARIANTS:
+                    found.append(f"{_VARIANT_NAMES.get(init, init)} (init_lora_weights={init!r})")
+        elif f.metadata.get("is_lora_variant"):
+            tagged.add(f.name)
+    found += [f"{_VARIANT_NAMES.get(name, name)} ({name})" for name in sorted(tagged) if peft_cfg.get(name)]
+    return found
+
+
+def _refuse_lora_features(path: Path, cfg: dict) -> None:
+    """Refuse, naming it, every LoRA option (from adapter_config.json) under which peft computes
+    something other than ``W x + scale * B A x`` on the base's own linear layers, the one thing
+    the slot bank adds per row (runtime/lora.py)."""
+    variants = _lora_variants(cfg)
+    if variants:
+        raise UsageError(f"adapter {path} uses {', '.join(variants)}, a LoRA variant whose forward the runtime does "
+                         "not compute per row", "use adapters.load() for it")
+    if cfg.get("bias", "none") not in (None, "none"):
+        # A trained bias changes the base layer itself, which every row shares.
+        raise UsageError(f"adapter {path} trains biases (LoRA bias={cfg['bias']!r}), which the runtime does not "
+                         "serve per row", "use adapters.load() for it, or train it with bias='none'")
+    if cfg.get("lora_bias"):
+        raise UsageError(f"adapter {path} gives its LoRA B matrices a bias (lora_bias=True), which the runtime "
+                         "does not add per row", "use adapters.load() for it, or train it with lora_bias=False")
+    init = cfg.get("init_lora_weights")
+    rewrites = next((name for key, name in _BASE_REWRITING_INITS.items()
+                     if isinstance(init, str) and init.lower().startswith(key)), None)
+    if rewrites:
+        # Measured: a plainly saved PiSSA adapter served as plain LoRA is off by 0.01-0.1 in every
+        # log-probability from what PeftModel.from_pretrained gives on the same base.
+        convert = "" if rewrites == "LoftQ" else (
+            "save it converted to a plain LoRA (peft's save_pretrained(..., "
+            "path_initial_model_for_weight_conversion=DIR)), or ")
+        raise UsageError(f"adapter {path} was initialised with {rewrites} (init_lora_weights={init!r}) and saved "
+                         f"unconverted: peft rewrites the base's weights for it when it loads it, and the runtime "
+                         "shares one base between all rows", f"{convert}use adapters.load() for it")
+    if cfg.get("layer_replication"):
+        raise UsageError(f"adapter {path} replicates base layers (layer_replication={cfg['layer_replication']}): peft "
+                         "builds a deeper model for it than the resident base", "use adapters.load() for it")
+    if cfg.get("trainable_token_indices"):
+        raise UsageError(f"adapter {path} trains token embeddings (trainable tokens, trainable_token_indices), which "
+                         "change the embedding layer every row shares", "use adapters.load() for it")
+    odd = [p for p in cfg.get("target_parameters") or [] if not p.endswith(".weight")]
+    if odd:
+        # LoRA on a linear layer's weight is plain LoRA on that layer; other parameters (fused MoE
+        # experts) have no linear layer for the slot bank to hook.
+        raise UsageError(f"adapter {path} puts LoRA on parameters other than linear layers' weights "
+                         f"(target_parameters: {', '.join(odd)})", "use adapters.load() for it")
+
+
+def _refuse_lora_tensors(path: Path, files: AdapterFiles) -> None:
+    """Refuse, naming them, saved tensors the runtime cannot serve per row: checked on the tensors
+    because peft writes some of them without a config option saying so."""
+    embedded = sorted({_strip(k).split(".lora_embedding_")[0] for k in files.lora if ".lora_embedding_" in k})
+    if embedded:
+        raise UsageError(f"adapter {path} puts LoRA on embeddings ({', '.join(embedded)}, lora_embedding_A/B); the "
+                         "runtime serves LoRA on linear layers only", "use adapters.load() for it, or leave the "
+                         "embedding layers out of target_modules")
+    other = sorted(k for k in files.lora if not _PLAIN_LORA_KEY.search(k))
+    if other:
+        raise UsageError(f"adapter {path} has LoRA tensors the runtime does not serve ({', '.join(other[:3])})",
+                         "use adapters.load() for it")
+    copies = sorted(k for k in files.head if ".base_layer." in k)
+    if copies:
+        # peft's save_embedding_layers (default "auto") saves the whole lm_head / embed_tokens when
+        # LoRA targets one of them, and loads that copy over the base's (a resized vocabulary).
+        raise UsageError(f"adapter {path} carries its own copy of a base layer ({', '.join(copies[:3])}), which peft "
+                         "loads over the base's", "if the vocabulary was not resized, save it again with peft's "
+                         "save_pretrained(..., save_embedding_layers=False); else use adapters.load() for it")
+
+
 def read_adapter_files(path: Path) -> AdapterFiles:
     path = Path(path)
     meta = AdapterMeta.read(path)  # raises UsageError when there is no adapter_config.json
@@ -77,14 +174,8 @@ def read_adapter_files(path: Path) -> AdapterFiles:
     if meta.task not in SERVED_TASKS:
         raise UsageError(f"adapter {path} is a {meta.task} adapter; the runtime serves "
                          f"{' and '.join(SERVED_TASKS)}", f"use adapters.load() for {meta.task}")
-    if method == "lora" and (peft_cfg.get("use_dora") or peft_cfg.get("alora_invocation_tokens")):
-        raise UsageError(f"adapter {path} uses a LoRA variant (DoRA/aLoRA) the runtime does not batch",
-                         "use adapters.load() for it")
-    if method == "lora" and peft_cfg.get("bias", "none") not in (None, "none"):
-        # The slot bank adds x @ A.T @ B.T per row; a trained bias changes the base layer itself,
-        # which every row shares, so it cannot be served per row.
-        raise UsageError(f"adapter {path} trains biases (LoRA bias={peft_cfg['bias']!r}), which the runtime does not "
-                         "serve per row", "use adapters.load() for it, or train it with bias='none'")
+    if method == "lora":
+        _refuse_lora_features(path, peft_cfg)
     if method == "prefix" and peft_cfg.get("num_transformer_submodules", 1) != 1:
         raise UsageError(f"prefix adapter {path} is for an encoder-decoder model", "use adapters.load()")
 
@@ -96,6 +187,7 @@ def read_adapter_files(path: Path) -> AdapterFiles:
         raise UsageError(f"prefix adapter {path} has no prompt_embeddings tensor", "re-save it with peft >= 0.5")
     if method == "lora" and not files.lora:
         raise UsageError(f"LoRA adapter {path} has no LoRA weights", "check adapter_model.safetensors")
+    _refuse_lora_tensors(path, files)
     in_head = sorted({_strip(k).split(".lora_")[0] for k in files.lora if ".pooler." in k})
     if in_head:
         # The classifier head is replayed from its own copy of the pooler (runtime/heads.py): LoRA
@@ -106,8 +198,9 @@ def read_adapter_files(path: Path) -> AdapterFiles:
     if TASKS[files.task].generative and files.head:
         # The LM head is shared by every row; a causal LM adapter that retrained a whole module
         # (modules_to_save) cannot be batched with others without a copy of that module per row.
-        raise UsageError(f"causal LM adapter {path} carries full modules ({', '.join(sorted(files.head)[:3])}); "
-                         "the runtime batches LoRA matrices and prefixes only", "use adapters.load() for it")
+        raise UsageError(f"causal LM adapter {path} carries whole modules (modules_to_save: "
+                         f"{', '.join(sorted(files.head)[:3])}); the runtime batches LoRA matrices and prefixes only",
+                         "use adapters.load() for it")
     return files
 
 

@@ -39,10 +39,13 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     cfg = _as_config(config, overrides)
     _check_before_loading(cfg, output)
 
+    from adapters.training import distributed
     from adapters.training.runs import new_run_id, runs_dir
     from adapters.training.trainer import Trainer  # torch: after the quick checks
 
-    run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / new_run_id(cfg.name)
+    # Under a distributed launch every process trains one run: the main process names it.
+    distributed.join(cfg.device)
+    run_dir = Path(run_dir) if run_dir else runs_dir(store_root) / distributed.from_main(new_run_id(cfg.name))
     output = Path(output) if output else run_dir / "adapter"
     init_from, parent = None, None
     if cfg.init_from:

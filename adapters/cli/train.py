@@ -10,6 +10,7 @@ from rich.console import Console
 
 from adapters.cli.options import JsonOpt, StoreOpt
 from adapters.errors import UsageError
+from adapters.training import distributed
 from adapters.training.runs import EVENTS_FILE, latest_unfinished_run
 
 console = Console(highlight=False)
@@ -50,6 +51,8 @@ def train(
                              "start it without --resume, or pass --run-dir of the run")
     result = run_training(cfg, output=output, run_dir=run_dir, resume=resume, progress=not (quiet or as_json),
                           store=not no_store, store_root=store)
+    if not distributed.is_main():  # one process reports for all of a distributed run
+        return
     if as_json:
         print(json.dumps({"name": result.name, "run_id": result.run_id, "output": str(result.output_dir),
                           "ref": result.ref, "digest": result.digest, "metrics": result.metrics}, default=str))

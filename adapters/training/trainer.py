@@ -31,6 +31,7 @@ from adapters.errors import ConfigError, UsageError
 from adapters.evaluation.loop import evaluate
 from adapters.evaluation.metrics import METRIC_DIRECTIONS
 from adapters.tasks import TASKS
+from adapters.training import distributed
 from adapters.training.methods import attach
 from adapters.training.optimizers import build_optimizer, build_scheduler, check_optimizer
 from adapters.training.runs import EVENTS_FILE, RunLog, latest_checkpoint
@@ -225,11 +226,16 @@ class Trainer:
             mixed_precision="bf16" if cuda_bf16 else "no",
         )
         t = cfg.training
-        self.steps_per_epoch = math.ceil(len(self.tokenized["train"]) / t.batch_size / t.gradient_accumulation)
+        # batch_size rows per process: each optimizer step takes a global batch of that times the
+        # processes, so N processes take 1/N of the steps.
+        self.global_batch = t.batch_size * self.accelerator.num_processes
+        self.steps_per_epoch = math.ceil(len(self.tokenized["train"]) / self.global_batch / t.gradient_accumulation)
         self.total_steps = t.max_steps or max(1, math.ceil(self.steps_per_epoch * t.epochs))
         optimizer = build_optimizer(_param_groups(self.model, t.weight_decay), t)
-        scheduler = build_scheduler(optimizer, t, self.total_steps, self.steps_per_epoch)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        # The schedule counts optimizer steps and is stepped with the optimizer (_step), not through
+        # accelerate, which would step it once per process on every step.
+        self.scheduler = build_scheduler(optimizer, t, self.total_steps, self.steps_per_epoch)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
 
     def _with_adapter(self, model, heads):
         if not self.init_from:
@@ -280,13 +286,18 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[list[int]]:
-        t = self.cfg.training
+        """This process's rows of each global batch (all of them in a single process); the global
+        batches are the same in every process, seeded by the epoch."""
+        t, size = self.cfg.training, self.global_batch
         lengths = self.tokenized["train"]["length"]
         if t.group_by_length:
-            return B.length_grouped_batches(lengths, t.batch_size, t.seed, epoch)
-        order = list(range(len(lengths)))
-        random.Random(t.seed + epoch).shuffle(order)
-        return [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+            batches = B.length_grouped_batches(lengths, size, t.seed, epoch)
+        else:
+            order = list(range(len(lengths)))
+            random.Random(t.seed + epoch).shuffle(order)
+            batches = [order[i:i + size] for i in range(0, len(order), size)]
+        processes, index = self.accelerator.num_processes, self.accelerator.process_index
+        return batches if processes == 1 else [distributed.shard(b, processes, index) for b in batches]
 
     def _evaluate(self, split: str) -> dict:
         unwrapped = self.accelerator.unwrap_model(self.model)
@@ -309,13 +320,14 @@ class Trainer:
         except UsageError:
             raise
         except BaseException as exc:  # a crash or Ctrl+C while loading: no bad input, so keep a trace
-            _log_end(RunLog(events, self.callback), exc, name=self.cfg.name)
+            _log_end(self._log(events), exc, name=self.cfg.name)
             raise
-        log = RunLog(events, self.callback)  # creates the run directory
+        log = self._log(events)  # creates the run directory
         try:
             result = self._loop(log, run_id)
-            if keep is not None:
+            if keep is not None and distributed.is_main():
                 keep(result)
+            result = distributed.from_main(result)
         except BaseException as exc:
             _log_end(log, exc, name=self.cfg.name)
             raise
@@ -323,7 +335,18 @@ class Trainer:
                   **({"ref": result.ref} if result.ref else {}))
         return result
 
-    def _loop(self, log: RunLog, run_id: str) -> TrainResult:
+    def _log(self, events: Path) -> RunLog | _NoLog:
+        """The run log: the main process's alone (the others train, and it speaks for them)."""
+        return RunLog(events, self.callback) if distributed.is_main() else _NoLog()
+
+    def _summed(self, *values: float) -> list[float]:
+        """Each value summed over the training processes."""
+        if self.accelerator.num_processes == 1:
+            return list(values)
+        totals = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(totals, "sum").tolist()
+
+    def _loop(self, log: RunLog, run_id: str) -> TrainResult | None:
         t = self.cfg.training
         stopping = t.early_stopping
         state = LoopState()
@@ -334,7 +357,8 @@ class Trainer:
         self._log_start(log, run_id, state)
         from adapters.training.progress import TrainProgress
 
-        progress = TrainProgress(self.total_steps, enabled=self.show_progress, start=state.step)
+        progress = TrainProgress(self.total_steps, enabled=self.show_progress and distributed.is_main(),
+                                 start=state.step)
         train = self.tokenized["train"]
         columns = [c for c in train.column_names if c != "length"]
         self.model.train()
@@ -360,19 +384,21 @@ class Trainer:
                     step = state.step
                     if step % t.log_every == 0 or step == self.total_steps:
                         elapsed = time.perf_counter() - time_since
-                        mean_loss = loss_sum / max(loss_count, 1)
+                        tokens, loss_total, losses = self._summed(tokens_since, loss_sum, loss_count)
+                        mean_loss = loss_total / max(losses, 1)
                         log.write("step", step=step, epoch=round(state.epoch + (b + 1) / len(batches), 3),
                                   loss=round(mean_loss, 5), lr=self.scheduler.get_last_lr()[0],
-                                  tokens_per_s=round(tokens_since / max(elapsed, 1e-9), 1))
-                        progress.update(step, loss=mean_loss, tokens_per_s=tokens_since / max(elapsed, 1e-9))
+                                  tokens_per_s=round(tokens / max(elapsed, 1e-9), 1))
+                        progress.update(step, loss=mean_loss, tokens_per_s=tokens / max(elapsed, 1e-9))
                         tokens_since, time_since, loss_sum, loss_count = 0, time.perf_counter(), 0.0, 0
                     else:
                         progress.update(step)
                     end_of_epoch = b + 1 == len(batches)
                     due = (t.eval_every == "epoch" and end_of_epoch) or \
                           (isinstance(t.eval_every, int) and step % t.eval_every == 0) or step == self.total_steps
-                    if due:
-                        stop = self._after_eval(log, state, stopping, end_of_epoch)
+                    if due:  # the main process evaluates; the others learn whether to stop
+                        stop = self._after_eval(log, state, stopping, end_of_epoch) if distributed.is_main() else False
+                        stop = distributed.from_main(stop)
                     if stop or step >= self.total_steps:
                         break
                 else:
@@ -398,7 +424,8 @@ class Trainer:
             if self.accelerator.sync_gradients and max_norm:
                 self.accelerator.clip_grad_norm_(model.parameters(), max_norm)
             self.optimizer.step()
-            self.scheduler.step()
+            if self.accelerator.sync_gradients:
+                self.scheduler.step()
             self.optimizer.zero_grad()
         return loss.item()
 
@@ -424,7 +451,9 @@ class Trainer:
         log.write("checkpoint", step=state.step)
         return bool(stopping and state.bad_evals >= stopping.patience)
 
-    def _finish(self, log: RunLog, run_id: str, state: LoopState) -> TrainResult:
+    def _finish(self, log: RunLog, run_id: str, state: LoopState) -> TrainResult | None:
+        if not distributed.is_main():
+            return None  # the main process's result reaches every process (run)
         unwrapped = self.accelerator.unwrap_model(self.model)
         if state.best_state is not None:
             _load_trainable_state(unwrapped, state.best_state)
@@ -493,7 +522,14 @@ def check_parent_fits(parent: Path, cfg: TrainConfig, fingerprint: str | None,
                          "match the parent (" + "; ".join(fixes) + "), or drop init_from to train a new adapter")
 
 
-def _log_end(log: RunLog, exc: BaseException, **fields) -> None:
+class _NoLog:
+    """The run log of a process that is not the main one: writes nothing."""
+
+    def write(self, event: str, **fields) -> None:
+        pass
+
+
+def _log_end(log: RunLog | _NoLog, exc: BaseException, **fields) -> None:
     status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
     error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     log.write("end", status=status, error=error, **fields)

@@ -261,6 +261,10 @@ CLASSIFIER_SERVED = {
     "bert: layers_to_transform": ("bert", lora(target_modules=["query", "value"], layers_to_transform=[0])),
     "bert: exclude_modules": ("bert", lora(target_modules=["query", "value"], exclude_modules=r".*layer\.1\..*value")),
     "bert: init gaussian": ("bert", lora(target_modules=["query", "value"], init_lora_weights="gaussian")),
+    # The head replays its own pooler: LoRA on the pooler is merged into that copy.
+    "bert: pooler targeted": ("bert", lora(target_modules=["query", "dense"])),
+    "bert: all-linear, pooler rank and alpha patterns": ("bert", lora(
+        target_modules="all-linear", rank_pattern={"pooler.dense": 2}, alpha_pattern={r"bert\.pooler\..*": 11})),
     "bert: prefix tuning, prefix_projection": ("bert", prompt_learning(
         "PrefixTuningConfig", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16)),
     "llama: plain": ("llama", lora(target_modules=["q_proj", "v_proj"])),
@@ -295,7 +299,6 @@ def test_classifier_adapter_probabilities_equal_plain_peft(name, bert_engine, ll
 CLASSIFIER_REFUSED = {
     "bert: bias all": ("bert", lora(target_modules=["query", "value"], bias="all"), "bias='all'"),
     "bert: bias lora_only": ("bert", lora(target_modules=["query", "value"], bias="lora_only"), "bias='lora_only'"),
-    "bert: pooler targeted": ("bert", lora(target_modules=["query", "dense"]), "pooler"),
     "bert: body module saved whole": ("bert", lora(target_modules=["query"], modules_to_save=["output.dense"]),
                                       "outside its classifier head"),
     "bert: DoRA": ("bert", lora(target_modules=["query"], use_dora=True), "DoRA"),

@@ -31,7 +31,9 @@ class AdapterFiles:
     name: str  # internal peft name, derived from the content so it never collides with peft prefixes
     meta: AdapterMeta
     lora: dict[str, torch.Tensor] = field(default_factory=dict)  # saved peft keys, minus heads
-    head: dict[str, torch.Tensor] = field(default_factory=dict)  # "score.weight", "bert.pooler.dense.weight"
+    # "score.weight", "bert.pooler.dense.weight"; LoRA on the pooler as "bert.pooler.dense.lora_A.weight"
+    # and "...lora_B.weight", the adapter's scaling folded into B (merged by runtime/heads.py)
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
     prefix: torch.Tensor | None = None  # [num_virtual_tokens, num_layers * 2 * kv_heads * head_dim]
 
     @property
@@ -188,13 +190,16 @@ def read_adapter_files(path: Path) -> AdapterFiles:
     if method == "lora" and not files.lora:
         raise UsageError(f"LoRA adapter {path} has no LoRA weights", "check adapter_model.safetensors")
     _refuse_lora_tensors(path, files)
-    in_head = sorted({_strip(k).split(".lora_")[0] for k in files.lora if ".pooler." in k})
-    if in_head:
-        # The classifier head is replayed from its own copy of the pooler (runtime/heads.py): LoRA
-        # on the resident pooler would change an output the head never reads.
-        raise UsageError(f"adapter {path} puts LoRA on the pooler ({', '.join(in_head)}), part of the classifier "
-                         "head the runtime replays without LoRA", "use adapters.load() for it, or leave the pooler out "
-                         "of target_modules")
+    pooler = {k: v for k, v in files.lora.items() if ".pooler." in k}
+    if pooler:
+        # The classifier head is replayed from its own copy of the pooler (runtime/heads.py), and
+        # the resident pooler's output is never read: LoRA on the pooler (all-linear puts it there)
+        # goes with the head, which merges it into its copy.
+        from adapters.runtime.lora import lora_matrices
+
+        for module, (a, b) in lora_matrices(pooler, peft_cfg).items():
+            files.head[f"{module}.lora_A.weight"], files.head[f"{module}.lora_B.weight"] = a, b
+        files.lora = {k: v for k, v in files.lora.items() if k not in pooler}
     if TASKS[files.task].generative and files.head:
         # The LM head is shared by every row; a causal LM adapter that retrained a whole module
         # (modules_to_save) cannot be batched with others without a copy of that module per row.

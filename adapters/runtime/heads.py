@@ -61,6 +61,7 @@ class Head:
         self.replay = getattr(model, model.base_model_prefix)
         # The adapter's head weights; anything it did not save (a pooler left frozen) comes from
         # the resident base, which loaded it from the checkpoint.
+        merged = set()
         for name, param in list(model.named_parameters()) + list(model.named_buffers()):
             source = state.get(name)
             if source is None and ".pooler." in name:
@@ -71,8 +72,9 @@ class Head:
             if source is None or tuple(source.shape) != tuple(param.shape):
                 raise BaseMismatchError(f"classifier head weight '{name}' missing or of another shape in the adapter",
                                  "the adapter does not fit this base; retrain it on this base")
+            source = _with_lora(name, source, state, merged)
             _assign(model, name, source.detach().to(device, dtype if source.is_floating_point() else source.dtype))
-        known = {name for name, _ in list(model.named_parameters()) + list(model.named_buffers())}
+        known = merged | {name for name, _ in list(model.named_parameters()) + list(model.named_buffers())}
         unused = sorted(set(state) - known)
         if unused:
             # Trained tensors outside the head (a body layer in modules_to_save, trained biases):
@@ -103,6 +105,22 @@ def _labels_from_state(state: dict[str, torch.Tensor]) -> int:
             return state[key].shape[0]
     raise UsageError("a classification adapter without label names or a recognisable head",
                      "train it with adapters train, which records the labels")
+
+
+def _with_lora(name: str, weight: torch.Tensor, state: dict[str, torch.Tensor], merged: set[str]) -> torch.Tensor:
+    """``weight`` plus the adapter's LoRA on it (A and B, scaling folded into B; adapter_parts puts
+    LoRA on the pooler here), merged in float32. Merged or added per call, the product is the same
+    up to float rounding, and the head runs only for its own rows."""
+    module = name.removesuffix(".weight")
+    a, b = state.get(f"{module}.lora_A.weight"), state.get(f"{module}.lora_B.weight")
+    if a is None or b is None or module == name:
+        return weight
+    if (b.shape[0], a.shape[1]) != tuple(weight.shape):
+        raise BaseMismatchError(f"the adapter's LoRA on '{module}' is {a.shape[1]}->{b.shape[0]}, the layer here is "
+                                f"{weight.shape[1]}->{weight.shape[0]}", "the adapter does not fit this base; "
+                                "retrain it on this base")
+    merged.update((f"{module}.lora_A.weight", f"{module}.lora_B.weight"))
+    return (weight.float() + b.float().to(weight.device) @ a.float().to(weight.device)).to(weight.dtype)
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:

@@ -5,6 +5,11 @@ LoRA matrices (``...lora_A.weight``), a prefix's virtual key/values (``prompt_em
 classifiers the task head (``score``/``classifier``, BERT's ``pooler``). The runtime splits them:
 LoRA matrices go into the resident PeftModel, the prefix and the head stay plain tensors that the
 engine applies itself, so LoRA and prefix rows can share one forward pass.
+
+A PEFT directory made elsewhere may use options under which peft computes something else than
+these parts give (DoRA, a LoRA bias, LoRA on embeddings, an init that rewrites the base ...): each
+is refused here, at load, naming the option, rather than served as a silently other model.
+tests/test_third_party_adapters.py holds the matrix of what peft can save and what happens to it.
 """
 
 from __future__ import annotations

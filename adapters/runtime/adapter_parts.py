@@ -61,11 +61,6 @@ class AdapterFiles:
     def peft_config(self) -> dict:
         return self.meta.peft
 
-    @property
-    def bytes(self) -> int:
-        tensors = [*self.lora.values(), *self.head.values()] + ([self.prefix] if self.prefix is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
-
 
 def _strip(key: str) -> str:
     # LoRA saves heads under "base_model.model.<head>", prefix tuning under "base_model.<head>".

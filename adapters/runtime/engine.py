@@ -277,7 +277,8 @@ class Engine:
             self.lora.cost(matrices)  # checks every module and shape
         except LoraFitError as exc:
             raise BaseMismatchError(f"LoRA adapter {files.path} does not fit this base: {exc}",
-                                    "it was trained on another base architecture") from None
+                                    "the adapter does not fit this base; serve it from an engine on the base "
+                                    "it was trained on") from None
         return matrices
 
     def _resident_bytes(self, files, matrices: dict | None) -> int:

@@ -25,7 +25,7 @@ def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | N
 def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | None = None,
           output: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, callback: Callable[[dict], None] | None = None, store: bool = True,
-          store_root: str | Path | None = None):
+          store_root: str | Path | None = None, lineage: dict | Callable[[dict], dict] | None = None):
     """Train an adapter from a config (a TrainConfig, a mapping, or a YAML path).
 
     The result is stored as a new version of ``config.name`` (unless ``store=False``) and returned
@@ -35,7 +35,9 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     ``progress``: a progress bar (step, loss, tokens/s, ETA); by default shown on a terminal and
     in a Jupyter notebook, not when output goes to a file or a pipe. ``callback`` gets every
     run-log event as it happens (``{"event": "step", "step": 10, "loss": ...}``, ``"eval"`` with
-    its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``."""
+    its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``.
+    ``lineage``: entries added to the adapter's lineage (``{"sweep": {...}}``), or a function of
+    the run's metrics (``{"dev": ..., "test": ...}``) that returns them."""
     cfg = _as_config(config, overrides)
     _check_before_loading(cfg, output)
 
@@ -59,7 +61,7 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
         console = Console()
         progress = console.is_terminal or console.is_jupyter
     trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from,
-                      parent=parent, callback=callback)
+                      parent=parent, callback=callback, lineage=lineage)
     if not store:
         return trainer.run()
 

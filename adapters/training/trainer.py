@@ -184,13 +184,15 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, output_dir: Path, run_dir: Path, resume: bool = False,
                  progress: bool = True, init_from: str | None = None, parent: str | None = None,
-                 callback=None):
+                 callback=None, lineage: dict | Callable[[dict], dict] | None = None):
         """``init_from``: the directory of the adapter to continue; ``parent``: how the lineage
-        names it (its store ref; by default the directory's absolute path)."""
+        names it (its store ref; by default the directory's absolute path); ``lineage``: entries
+        the caller adds to the lineage, or a function of the run's metrics that returns them."""
         self.cfg, self.output_dir, self.run_dir = cfg, Path(output_dir), Path(run_dir)
         self.resume, self.show_progress, self.init_from = resume, progress, init_from or cfg.init_from
         self.parent = parent or (str(Path(self.init_from).resolve()) if self.init_from else None)
         self.callback = callback  # gets every run-log event as it is written
+        self.extra_lineage = lineage
         check_metric(cfg)
 
     # ---- setup -------------------------------------------------------------------------------
@@ -471,7 +473,8 @@ class Trainer:
         base = {"id": self.base.id, "revision": self.base.revision, "fingerprint": self.fingerprint,
                 "model_type": self.accelerator.unwrap_model(self.model).config.model_type}
         splits = self.splits
-        return build_lineage(
+        extra = self.extra_lineage(metrics) if callable(self.extra_lineage) else dict(self.extra_lineage or {})
+        return build_lineage(**extra,
             base=base, quant=cfg.quant, method=cfg.method, method_config=method_config, task=cfg.task,
             labels=splits.label_names, parent=self.parent,
             data={"source": splits.source, "fingerprint": splits.fingerprint, "columns": splits.columns,

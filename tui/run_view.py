@@ -16,7 +16,7 @@ from adapters_tui.runs import RunState
 from adapters_tui.widgets import FittedLine
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "bold green", "failed": "bold red",
-                 "cancelled": "bold magenta", "stalled": "bold red", "starting": "dim"}
+                 "cancelled": "bold magenta", "pruned": "magenta", "stalled": "bold red", "starting": "dim"}
 
 
 def value_range(values: list[float]) -> tuple[float, float] | None:

@@ -26,7 +26,7 @@ from adapters.training.runs import EVENTS_FILE, RunLog, new_run_id, read_events
 # A run with no ``end`` event whose log has been silent this long is shown as stalled: its process
 # was probably killed (SIGKILL leaves no end event). It turns back to running if the log moves.
 STALL_AFTER_S = 600.0
-FINAL = ("finished", "failed", "cancelled")
+FINAL = ("finished", "failed", "cancelled", "pruned")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RunState:
     run_id: str
     run_dir: Path
     name: str | None = None
-    status: str = "starting"  # starting | running | finished | failed | cancelled
+    status: str = "starting"  # starting | running | finished | failed | cancelled | pruned
     step: int = 0
     total_steps: int | None = None
     steps_per_epoch: int | None = None

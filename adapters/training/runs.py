@@ -44,6 +44,11 @@ def run_name(run_dir: Path, events: list[dict]) -> str | None:
     return match.group("name") if match else None
 
 
+# How a run's log ends when there is nothing left to resume: it finished, or a sweep's pruner
+# stopped it on purpose. ("failed" and "cancelled" runs resume from their last checkpoint.)
+DONE = ("finished", "pruned")
+
+
 def latest_unfinished_run(name: str, store_root: Path | None = None) -> Path | None:
     """The newest run of ``name`` with a checkpoint that did not finish: killed, cancelled, or
     failed mid-run (its log's last ``end`` says so). A run refused for bad input left no directory.
@@ -55,7 +60,7 @@ def latest_unfinished_run(name: str, store_root: Path | None = None) -> Path | N
         if run_name(run, events) != name:
             continue
         ends = [e for e in events if e.get("event") == "end"]
-        if latest_checkpoint(run) is not None and not (ends and ends[-1].get("status") == "finished"):
+        if latest_checkpoint(run) is not None and not (ends and ends[-1].get("status") in DONE):
             return run
     return None
 

@@ -533,7 +533,8 @@ class _NoLog:
 
 
 def _log_end(log: RunLog | _NoLog, exc: BaseException, **fields) -> None:
-    status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+    # An exception may say how the run ended (a sweep's pruned trial: "pruned").
+    status = getattr(exc, "run_status", None) or ("cancelled" if isinstance(exc, KeyboardInterrupt) else "failed")
     error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     log.write("end", status=status, error=error, **fields)
 

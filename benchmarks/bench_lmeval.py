@@ -7,10 +7,14 @@ echo + logprobs request) and ``generate_until``. Each side runs the same tasks:
 
 - ``local-completions``: lm-eval's OpenAI-completions client against ``adapters serve`` (a real
   server process, real HTTP, the server's remote tokenizer, one request at a time);
-- ``hf``: lm-eval loads the base and the adapter itself with transformers + peft (batch size 1).
+- ``hf``: lm-eval loads the base and the adapter itself with transformers + peft (batch size 1);
+- ``hf, no logits cache``: the same with ``logits_cache=False``. By default lm-eval's hf model runs
+  one forward pass for all the choices of a question whose continuations are one token each (it
+  reads their scores off the context's last logits); a client of an API sends one request per
+  choice, so this side does the work the server is asked to do, request for request.
 
-Reported: both sides' scores (they must be equal), the largest per-item loglikelihood difference,
-wall time per side (median and range of alternated runs) and their ratio. Then, in process, the
+Reported: the sides' scores (they must be equal), the largest per-item loglikelihood difference,
+wall time per side (median and range of runs in rotating order) and their ratios. Then, in process, the
 per-request cost of echo + logprobs over plain generation of one token (the engine alone, 16
 requests a call, alternated, median of 5).
 
@@ -35,6 +39,7 @@ from benchmarks import common as C
 BASE = "smollm2-135m"
 FULL = {"docs": 40, "repeats": 5}
 QUICK = {"docs": 10, "repeats": 2}
+NO_CACHE = "hf, no logits cache"
 
 
 def _questions(n: int) -> list[dict]:
@@ -171,9 +176,11 @@ def run(quick: bool = False) -> dict:
         sides = {"server": ("local-completions", f"base_url=http://127.0.0.1:{port}/v1/completions,"
                                                  "model=bench-lora,tokenizer_backend=remote,num_concurrent=1"),
                  "hf": ("hf", f"pretrained={base_path},peft={adapter},dtype=float32,device=cpu")}
-        runs: dict[str, list[dict]] = {"server": [], "hf": []}
+        sides[NO_CACHE] = ("hf", sides["hf"][1] + ",logits_cache=False")
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        order = list(sides)
         for i in range(sizes["repeats"]):
-            for side in (("server", "hf") if i % 2 == 0 else ("hf", "server")):
+            for side in order[i % 3:] + order[:i % 3]:  # each side first, second and third in turn
                 runs[side].append(_evaluate(*sides[side], work))
                 print(f"  lmeval {side} run {i + 1}/{sizes['repeats']}: {runs[side][-1]['seconds']:.1f} s", flush=True)
         overhead = _echo_overhead(store, 5 if not quick else 2)
@@ -184,17 +191,19 @@ def run(quick: bool = False) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     ours, theirs = runs["server"][0], runs["hf"][0]
     diff = max(abs(a - b) for a, b in zip(ours["logliks"], theirs["logliks"]))
-    same_scores = all(r["scores"] == theirs["scores"] for r in runs["server"] + runs["hf"])
-    same_generations = ours["generations"] == theirs["generations"]
+    same_scores = all(r["scores"] == theirs["scores"] for rs in runs.values() for r in rs)
+    same_generations = all(rs[0]["generations"] == theirs["generations"] for rs in runs.values())
     wall = {side: [r["seconds"] for r in rs] for side, rs in runs.items()}
     ratio = C.median(wall["hf"]) / C.median(wall["server"])
+    ratio_no_cache = C.median(wall[NO_CACHE]) / C.median(wall["server"])
     C.print_table(f"lm-eval through adapters serve vs lm-eval hf+peft ({BASE}, float32, cpu, {sizes['docs']} docs x 2 "
                   "tasks)", ["side", "acc (mc)", "exact_match (gen)", "wall s (median)", "range"],
                   [[side, runs[side][0]["scores"]["bench_mc"]["acc,none"],
                     runs[side][0]["scores"]["bench_gen"]["exact_match,none"], f"{C.median(wall[side]):.1f}",
-                    f"{min(wall[side]):.1f}-{max(wall[side]):.1f}"] for side in ("server", "hf")],
+                    f"{min(wall[side]):.1f}-{max(wall[side]):.1f}"] for side in runs],
                   caption=f"same scores on every run: {same_scores}; largest loglikelihood difference {diff:.2e}; "
-                          f"same generations: {same_generations}; hf / server wall time {ratio:.2f}x")
+                          f"same generations: {same_generations}; hf / server wall time {ratio:.2f}x, "
+                          f"hf without its logits cache / server {ratio_no_cache:.2f}x")
     C.print_table("echo + logprobs against plain generation, engine in process (16 requests of 1 token)",
                   ["request", "ms per request (median)", "range"],
                   [["plain", f"{overhead['plain_ms']:.1f}", "{:.1f}-{:.1f}".format(*overhead["plain_range_ms"])],
@@ -203,6 +212,7 @@ def run(quick: bool = False) -> dict:
                   caption=f"ratio {overhead['ratio']:.2f}x at {overhead['prompt_tokens_mean']:.0f} prompt tokens "
                           "a request")
     result = {"quick": quick, "docs": sizes["docs"], "wall_s": wall, "ratio_hf_over_server": ratio,
+              "ratio_hf_no_logits_cache_over_server": ratio_no_cache,
               "scores": {"server": ours["scores"], "hf": theirs["scores"]}, "max_loglik_diff": diff,
               "same_scores": same_scores, "same_generations": same_generations, "echo_overhead": overhead,
               "goals": {"same scores as lm-eval hf+peft": same_scores,

@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo lint test test-reliability test-latest lock doctor bench clean
+.PHONY: install demo lint test postgres test-reliability test-latest lock doctor bench clean
 
 install: $(STAMP)
 
@@ -36,8 +36,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) lint
+test: $(STAMP) lint postgres
 	$(PY) $(PYTEST)
+
+# The sweep's multi-worker test shares one study on a real PostgreSQL server that it starts itself
+# (tests/support/postgres.py): the distribution's server binaries, installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null)
 
 # Faults, races, hostile input and a short load run (SIGKILL during puts, concurrent writers and
 # readers, hostile HTTP, SIGTERM under load): kept out of `make test`, bounded in time and count.

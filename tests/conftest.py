@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The fixtures of the shared helpers (tests/support), registered once for every test module. They
 # load after the settings above, and import torch only when a fixture or helper runs.
-pytest_plugins = ["support.runtime", "support.merge", "support.server", "support.tui"]
+pytest_plugins = ["support.runtime", "support.merge", "support.server", "support.tui", "support.postgres"]
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -178,9 +179,12 @@ def _shown(url: str) -> str:
     return head + sep + tail
 
 
-def make_pruner(name: str):
+def make_pruner(name):
+    """An Optuna pruner by name (PRUNERS); an Optuna pruner object is used as it is."""
     import optuna
 
+    if isinstance(name, optuna.pruners.BasePruner):
+        return name
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     if name == "halving":
@@ -207,6 +211,7 @@ class TrialRow:
     ref: str | None = None
     run_id: str | None = None
     seconds: float | None = None
+    worker: str | None = None  # host:pid of the process that ran it
 
 
 @dataclass
@@ -244,12 +249,12 @@ def _best_alias(config_name: str, ref: str, value: float, direction: str, sid: s
 
 
 def run_sweep(config: TrainConfig, space: list[Param], space_raw: dict, trials: int, *, metric: str | None = None,
-              storage: str | None = None, pruner: str = "median", timeout: float | None = None,
+              storage: str | None = None, pruner="median", timeout: float | None = None,
               patience: int | None = None, seed: int | None = None, store_root: Path | None = None,
               on_trial=None) -> SweepResult:
     """Run trials in this process until the study holds ``trials`` finished or pruned ones (or
     ``timeout`` seconds pass, or ``patience`` trials in a row bring no gain). ``on_trial`` gets
-    each ended trial's TrialRow."""
+    each ended trial's TrialRow; ``pruner`` is a name (PRUNERS) or an Optuna pruner."""
     import optuna
 
     import adapters
@@ -271,6 +276,7 @@ def run_sweep(config: TrainConfig, space: list[Param], space_raw: dict, trials: 
         cfg = with_values(config, values, f"trial {trial.number}")
         run_dir = runs_dir(store_root) / new_run_id(cfg.name)
         trial.set_user_attr("run_id", run_dir.name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         evals = [0]
 
         def report(event: dict) -> None:
@@ -331,7 +337,8 @@ def _counted(study) -> int:
 def _row(trial) -> TrialRow:
     duration = trial.duration.total_seconds() if trial.duration is not None else None
     return TrialRow(trial.number, trial.state.name, dict(trial.params), trial.value,
-                    trial.user_attrs.get("ref"), trial.user_attrs.get("run_id"), duration)
+                    trial.user_attrs.get("ref"), trial.user_attrs.get("run_id"), duration,
+                    trial.user_attrs.get("worker"))
 
 
 def summarize(study, url: str) -> SweepResult:

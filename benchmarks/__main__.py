@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick]``.
 
-NAME is one of memory, throughput, quality, store, combine, serving, tui, cpu, lmeval.
+NAME is one of memory, throughput, quality, store, combine, serving, tui, cpu, lmeval, sweep.
 
 With no names, every benchmark runs. Each prints a table and writes benchmarks/results/<name>.json;
 a summary of every goal is printed at the end (exit status 0 either way: goals are reported, not
@@ -17,7 +17,7 @@ import traceback
 
 from benchmarks import common as C
 
-NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui", "cpu", "lmeval")
+NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui", "cpu", "lmeval", "sweep")
 
 
 def _available() -> list[str]:

@@ -113,3 +113,23 @@ def test_two_workers_share_one_study_on_postgresql(tiny_bert, sentiment_csv, tmp
     shown = subprocess.run([sys.executable, "-m", "adapters", "sweep", "show", report["id"], "--storage",
                             postgres_url, "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert json.loads(shown.stdout)["trials"] == report["trials"]
+
+
+def test_cli_usage_errors_exit_2_with_a_hint_and_store_nothing(tiny_bert, sentiment_csv, tmp_path, capsys):
+    from adapters.cli.main import main
+
+    config = tmp_path / "swept.yaml"
+    config.write_text(yaml.safe_dump(_config(tiny_bert, sentiment_csv).model_dump(mode="json")))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora.rr: [2, 4]\n")
+    store = tmp_path / "store"
+    cases = [([str(config), "--space", str(bad)], "did you mean 'lora.r'"),
+             ([str(config)], "no search space"),
+             ([str(config), "--space", str(bad).replace("bad", "missing")], "not found"),
+             ([str(config), "--space", str(bad), "--pruner", "coin"], "did you mean 'lora.r'"),
+             (["show", "no-such-sweep"], "no sweep 'no-such-sweep'")]
+    for args, said in cases:
+        code = main(["sweep", *args, "--store", str(store)])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, (args, err)
+    assert not (store / "versions").exists()

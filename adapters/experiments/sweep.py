@@ -153,14 +153,14 @@ def default_storage(store_root: Path | None = None) -> str:
 
 def _storage(url: str):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
     try:
         # A worker killed mid-trial stops beating: after the grace period its trial is failed and
         # its values tried again, so a sweep resumed after a crash loses no trial.
         return RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                           engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
     except (ImportError, ModuleNotFoundError) as exc:
         raise UsageError(f"the study storage {url.split('://')[0]} needs a driver that is not installed ({exc})",

@@ -122,11 +122,14 @@ def test_cli_usage_errors_exit_2_with_a_hint_and_store_nothing(tiny_bert, sentim
     config.write_text(yaml.safe_dump(_config(tiny_bert, sentiment_csv).model_dump(mode="json")))
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora.rr: [2, 4]\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("lora.r: [2, 4]\n")
     store = tmp_path / "store"
     cases = [([str(config), "--space", str(bad)], "did you mean 'lora.r'"),
              ([str(config)], "no search space"),
              ([str(config), "--space", str(bad).replace("bad", "missing")], "not found"),
-             ([str(config), "--space", str(bad), "--pruner", "coin"], "did you mean 'lora.r'"),
+             ([str(config), "--space", str(good), "--pruner", "coin"], "unknown pruner 'coin'"),
+             ([str(config), "--space", str(good), "--metric", "bleu"], "'bleu' is not reported"),
              (["show", "no-such-sweep"], "no sweep 'no-such-sweep'")]
     for args, said in cases:
         code = main(["sweep", *args, "--store", str(store)])

@@ -1,4 +1,5 @@
-"""The public Python API: ``adapters.train``, ``adapters.load`` and ``adapters.merge``."""
+"""The public Python API: ``adapters.train``, ``adapters.load`` and ``adapters.merge``; and
+``adapters.api.cross_validate``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from adapters.artifact import adapter_dir, check_output_dir, store_ref
 from adapters.combine.merge import DENSITY_METHODS, MERGE_METHODS
 from adapters.config import TrainConfig, load_config
 
-__all__ = ["DENSITY_METHODS", "MERGE_METHODS", "adapter_dir", "export_merged", "load", "merge", "train"]
+__all__ = ["DENSITY_METHODS", "MERGE_METHODS", "adapter_dir", "cross_validate", "export_merged", "load", "merge",
+           "train"]
 
 
 def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | None) -> TrainConfig:
@@ -75,6 +77,21 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
 
     # Stored before the run log says finished: if storing fails, the run ends as failed.
     return trainer.run(keep=keep)
+
+
+def cross_validate(config: TrainConfig | dict | str | Path, folds: int = 5, *, overrides: list[str] | None = None,
+                   final: bool = False, store: bool = True, store_root: str | Path | None = None,
+                   resume: bool = True, progress: bool | None = None,
+                   callback: Callable[[dict], None] | None = None):
+    """k-fold cross-validation of a config: stratified folds of train + dev (test held out), one
+    adapter per fold stored with lineage ``cv: {id, fold, folds}``, and with ``final`` one more
+    trained on all folds' rows for their mean best epoch count. Returns a ``CVResult``:
+    ``results`` (per fold: ref, metrics), ``summary`` (split -> metric -> mean, sd, values) and
+    ``final``. ``resume``: folds this same cross-validation already stored are not trained again."""
+    from adapters.experiments.cv import cross_validate as _cv
+
+    return _cv(config, folds, overrides=overrides, final=final, store=store, store_root=store_root,
+               resume=resume, progress=progress, callback=callback)
 
 
 def _check_before_loading(cfg: TrainConfig, output: str | Path | None) -> None:

@@ -45,11 +45,30 @@ class PrefixConfig(Strict):
 
 
 class SplitConfig(Strict):
-    """How to cut train/dev/test when the data does not come split."""
+    """How to cut train/dev/test when the data does not come split, and k-fold cross-validation.
+
+    ``folds: K`` with ``fold: i`` (0 <= i < K): the test split is taken or cut as without folds,
+    train and dev are pooled and split into K folds (stratified, see ``adapters.data.splits``);
+    fold i is the dev split and the other folds train. ``fold: all`` trains on every fold (the
+    final adapter of a cross-validation); its dev split is then those same rows. Each fold is a
+    config of its own, so any one of them can be trained again alone."""
 
     dev: float = Field(0.1, gt=0.0, lt=1.0)
     test: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = 42
+    folds: int | None = Field(None, ge=2)
+    fold: int | Literal["all"] | None = None
+
+    @model_validator(mode="after")
+    def _fold_of_folds(self) -> SplitConfig:
+        if (self.folds is None) != (self.fold is None):
+            raise ValueError(
+                "folds and fold go together: folds is the number of folds, fold the one that is "
+                "the dev split (0 to folds - 1, or all), e.g. folds: 5 and fold: 0")
+        if isinstance(self.fold, int) and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold {self.fold} is not one of the {self.folds} folds; "
+                             f"use 0 to {self.folds - 1}, or all")
+        return self
 
     @model_validator(mode="after")
     def _leaves_rows_to_train(self) -> SplitConfig:

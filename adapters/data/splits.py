@@ -73,11 +73,18 @@ def load_splits(cfg: DataConfig, task: str, adapter_labels: bool = False) -> Spl
     parts = _fill_splits(parts, task, cfg)
 
     sub_rng = np.random.default_rng([cfg.split.seed, 1])
-    if cfg.max_train_samples:
-        parts["train"] = _subsample(parts["train"], cfg.max_train_samples, task, sub_rng)
-    if cfg.max_eval_samples:
-        for name in ("dev", "test"):
-            parts[name] = _subsample(parts[name], cfg.max_eval_samples, task, sub_rng)
+    if cfg.split.folds:
+        # The dev folds must partition the pool: max_train_samples caps the pool before it is
+        # folded, and max_eval_samples the test split alone.
+        parts = _apply_fold(parts, task, cfg, label_names, sub_rng)
+        if cfg.max_eval_samples:
+            parts["test"] = _subsample(parts["test"], cfg.max_eval_samples, task, sub_rng)
+    else:
+        if cfg.max_train_samples:
+            parts["train"] = _subsample(parts["train"], cfg.max_train_samples, task, sub_rng)
+        if cfg.max_eval_samples:
+            for name in ("dev", "test"):
+                parts[name] = _subsample(parts[name], cfg.max_eval_samples, task, sub_rng)
     for name in ("train", "dev", "test"):
         if not _rows(parts[name]):
             raise DataError(
@@ -316,7 +323,7 @@ def _fill_splits(parts: dict[str, Table], task: str, cfg: DataConfig) -> dict[st
     total = _rows(train)
     rng = np.random.default_rng(cfg.split.seed)
     for name, fraction in (("test", cfg.split.test), ("dev", cfg.split.dev)):
-        if name in parts:
+        if name in parts or (name == "dev" and cfg.split.folds):  # with folds, dev is a fold
             continue
         n = _rows(train)
         k = min(n, max(1, int(total * fraction + 0.5)))
@@ -325,6 +332,91 @@ def _fill_splits(parts: dict[str, Table], task: str, cfg: DataConfig) -> dict[st
         parts[name], train = _take(train, picked), _take(train, rest)
     parts["train"] = train
     return parts
+
+
+# ------------------------------------------------------------------------------- k-fold
+
+
+def fold_key(task: str, label_names: list[str] | None, row_labels: list) -> list[str] | None:
+    """What a task's folds are stratified on, one value per row.
+
+    classification: the row's label. token-classification: each row is a sentence, so folds are
+    grouped by sentence by construction; they are stratified on the sentence's first entity type
+    ("" for a sentence without one), which keeps every entity type, and the sentences with none,
+    in every fold in the pool's proportion (a set of types would make most combinations too rare
+    to stratify on; the first one is a single key with as many values as there are types).
+    causal-lm: None, plain KFold: a prompt/response row has no label to stratify on.
+    """
+    if TASKS[task].labels == "row":
+        return [label_names[label] for label in row_labels]
+    if TASKS[task].labels != "token":
+        return None
+    kinds = []
+    for tags in row_labels:
+        names = [label_names[t] for t in tags if label_names[t] != "O"]
+        kinds.append(names[0].partition("-")[2] or names[0] if names else "")
+    return kinds
+
+
+def fold_indices(keys: list[str] | None, n: int, folds: int, seed: int) -> list[list[int]]:
+    """The dev rows of each of ``folds`` folds of ``n`` rows: scikit-learn's StratifiedKFold on
+    ``keys`` (KFold when None), shuffled with ``seed``."""
+    import warnings
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if keys is None:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [sorted(dev.tolist()) for _, dev in splitter.split(np.zeros(n))]
+    names = list(keys)
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    # A key with fewer rows than folds cannot be in every fold; StratifiedKFold warns about it and
+    # refuses when every key is that rare. Such keys are stratified together as one, and that one,
+    # when still too rare, with the most common key.
+    rare = {k for k, c in counts.items() if c < folds}
+    if rare:
+        log.warning("%d label(s) or entity type(s) have fewer rows than the %d folds (%s): not every "
+                    "fold has them",
+                    len(rare), folds, _listed(sorted(rare)))
+        common = max(counts, key=lambda k: (counts[k], k))
+        merged = common if sum(counts[k] for k in rare) < folds else "\0rare"
+        names = [merged if name in rare else name for name in names]
+    codes = {name: i for i, name in enumerate(sorted(set(names)))}
+    y = np.array([codes[name] for name in names])
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return [sorted(dev.tolist()) for _, dev in splitter.split(np.zeros(n), y)]
+
+
+def _row_key(table: Table, i: int) -> str:
+    return json.dumps([table[col][i] for col in sorted(table)], ensure_ascii=False)
+
+
+def _apply_fold(parts: dict[str, Table], task: str, cfg: DataConfig, label_names: list[str] | None,
+                rng: np.random.Generator) -> dict[str, Table]:
+    """Pool train and dev, fold the pool, and make fold ``cfg.split.fold`` the dev split."""
+    split = cfg.split
+    pool = {col: values + parts["dev"][col] for col, values in parts["train"].items()} \
+        if "dev" in parts else parts["train"]
+    if cfg.max_train_samples:
+        pool = _subsample(pool, cfg.max_train_samples, task, rng)
+    # Sorted by content: the folds depend on which rows the pool holds, not on their order in
+    # the file or on whether dev came with the data or was cut.
+    pool = _take(pool, sorted(range(_rows(pool)), key=lambda i: _row_key(pool, i)))
+    n = _rows(pool)
+    if n < split.folds:
+        raise DataError(f"{split.folds} folds need at least {split.folds} rows of train and dev data; "
+                        f"{cfg.source} has {n}", "use fewer folds, or more rows")
+    role = TASKS[task].label_role
+    keys = fold_key(task, label_names, pool[role]) if role else None
+    if split.fold == "all":
+        return {**parts, "train": pool, "dev": pool}
+    dev = fold_indices(keys, n, split.folds, split.seed)[split.fold]
+    chosen = set(dev)
+    return {**parts, "train": _take(pool, [i for i in range(n) if i not in chosen]), "dev": _take(pool, dev)}
 
 
 def _subsample(table: Table, k: int, task: str, rng: np.random.Generator) -> Table:

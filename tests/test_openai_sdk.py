@@ -122,6 +122,9 @@ def test_echo_with_logprobs_scores_the_prompt_in_every_choice(served, client):
                                      logprobs=0, temperature=0, n=2)
     assert [c.text.startswith(p) for c, p in zip(grid.choices, [FOOD, FOOD, HELLO, HELLO])] == [True] * 4
     assert all(top == {} for c in grid.choices for top in c.logprobs.top_logprobs[1:])
+    # An ensemble mixes its members' next-token distributions; it has no prompt scores of its own.
+    refused(lambda: client.completions.create(model="ensemble:chat-a+chat-b", prompt=FOOD, max_tokens=1, echo=True,
+                                              logprobs=0), "echo")
     # Echo without logprobs: the text only.
     plain = client.completions.create(model="chat-a", prompt=FOOD, max_tokens=1, temperature=0, echo=True)
     assert plain.choices[0].text == FOOD + want.text and plain.choices[0].logprobs is None
@@ -137,6 +140,10 @@ def test_max_tokens_zero_and_one(served, client):
     assert choice.text == "the cat sat" and zero.usage.completion_tokens == 0
     assert choice.logprobs.token_logprobs[0] is None and all(top == {} for top in choice.logprobs.top_logprobs[1:])
     assert "".join(choice.logprobs.tokens) == "the cat sat"
+    # Echo without logprobs shows the prompt only.
+    shown = client.completions.create(model="chat-a", prompt="the cat sat", max_tokens=0, echo=True)
+    assert shown.choices[0].text == "the cat sat" and shown.choices[0].logprobs is None
+    assert shown.usage.completion_tokens == 0
     # 0 without echo would answer nothing at all.
     refused(lambda: client.completions.create(model="chat-a", prompt=HELLO, max_tokens=0), "max_tokens")
 

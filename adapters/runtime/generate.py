@@ -192,6 +192,8 @@ class Decoder:
             raise UsageError("prompt logprobs (echo) of an ensemble are not supported",
                              "ask them of one adapter at a time")
         done = [r.max_new_tokens == 0 for r in requests]
+        if all(done) and not echo:
+            return  # nothing to generate and no prompt to score (echo without logprobs shows the text only)
         width = ids.shape[1]
         firsts = {i: width - batch.lengths[i] for i in echo}  # echo row -> its prompt's first column
         for step in range(max(1, max(r.max_new_tokens for r in requests))):

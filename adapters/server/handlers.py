@@ -375,15 +375,16 @@ class Server:
         text = prompt_text + result.text
         if body.logprobs is None:
             return CompletionChoice(index=0, text=text, finish_reason=result.finish_reason)
-        rows = [(t, lp, top) for t, lp, top in (result.prompt_logprobs or [])] if body.echo else []
+        rows = list(result.prompt_logprobs or []) if body.echo else []
         scored = result.scored_ids or []
-        rows += list(zip(scored, result.logprobs or [], result.top_logprobs or [[]] * len(scored)))
+        rows += zip(scored, result.logprobs or [], result.top_logprobs or [[]] * len(scored))
+        piece = _Pieces(self._piece)  # a prompt's tokens recur among the alternatives
         pieces, offsets, at = [], [], 0
         for token, _, _ in rows:
-            pieces.append(self._piece(token))
+            pieces.append(piece[token])
             offsets.append(at)
             at += len(pieces[-1])
-        tops = [None if lp is None else {self._piece(t): v for t, v in top} for _, lp, top in rows]
+        tops = [None if lp is None else {piece[t]: v for t, v in top} for _, lp, top in rows]
         return CompletionChoice(index=0, text=text, finish_reason=result.finish_reason, logprobs=CompletionLogprobs(
             tokens=pieces, token_logprobs=[lp for _, lp, _ in rows], top_logprobs=tops, text_offset=offsets))
 
@@ -391,8 +392,10 @@ class Server:
         if result.logprobs is None:
             return None
 
+        pieces = _Pieces(self._piece)
+
         def entry(token: int, logprob: float) -> dict:
-            piece = self._piece(token)
+            piece = pieces[token]
             return {"token": piece, "logprob": logprob, "bytes": list(piece.encode("utf-8"))}
 
         tops = result.top_logprobs or [[]] * len(result.logprobs)
@@ -469,6 +472,9 @@ class Server:
             if isinstance(p, str):
                 self._check_chars(len(p), "prompt")
         adapter, virtual = await self._generation_adapter(body.model)
+        if body.echo and body.logprobs is not None and adapter is not None and adapter.startswith("ensemble:"):
+            raise invalid("echo with logprobs (prompt scores) is not supported for an ensemble; ask each member "
+                          "adapter alone", "unsupported", "echo")
         tokens = await self._tokenizing(lambda: [self._tokens(p, virtual, new, "prompt") if isinstance(p, str)
                                                  else self._check_ids(p, virtual, new) for p in prompts])
         return prompts, [self._request(body, p if isinstance(p, str) else "", ids, adapter, new)
@@ -571,6 +577,18 @@ def canonical_ref(ref: str) -> str:
     if ref[:7].lower() == "sha256:":
         return "sha256:" + ref[7:].lower()
     return ref
+
+
+class _Pieces(dict):
+    """token -> its text, each decoded once."""
+
+    def __init__(self, decode):
+        super().__init__()
+        self.decode = decode
+
+    def __missing__(self, token: int) -> str:
+        self[token] = text = self.decode(token)
+        return text
 
 
 def _asks_logprobs(body) -> bool:

@@ -155,7 +155,7 @@ def create_app(engine, *, api_key: str | None = None, limits: Limits | None = No
 
     @app.get("/tokenizer_info", response_model=TokenizerInfo, responses=GET_ERRORS)
     async def tokenizer_info():
-        return server.tokenizer_info()
+        return await server.tokenizer_info()
 
     @app.get("/health", response_model=Health, responses={400: ERRORS[400], 503: ERRORS[503]})
     async def health():

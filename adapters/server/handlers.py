@@ -274,11 +274,14 @@ class Server:
 
     def _check_ids(self, ids: list[int], virtual: int, new_tokens: int) -> list[int]:
         """A prompt given as token ids, checked like a text's tokens."""
+        self._check_vocabulary(ids, "prompt")
+        return self._check_length(list(ids), virtual, new_tokens, "prompt")
+
+    def _check_vocabulary(self, ids: list[int], param: str) -> None:
         vocab = len(self.tokenizer)
         bad = next((t for t in ids if t >= vocab), None)
         if bad is not None:
-            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "prompt")
-        return self._check_length(list(ids), virtual, new_tokens, "prompt")
+            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", param)
 
     def _check_length(self, ids: list[int], virtual: int, new_tokens: int, param: str) -> list[int]:
         n, limit = len(ids), self.limits.max_prompt_tokens
@@ -300,14 +303,17 @@ class Server:
         if len(body.tokens) > self.limits.max_prompt_tokens:
             raise invalid(f"{len(body.tokens)} tokens; this server's limit is {self.limits.max_prompt_tokens}",
                           "prompt_too_long", "tokens")
-        vocab = len(self.tokenizer)
-        bad = next((t for t in body.tokens if t >= vocab), None)
-        if bad is not None:
-            raise invalid(f"token id {bad} is outside the base's vocabulary of {vocab}", "invalid_token", "tokens")
-        text = await self._tokenizing(lambda: self.tokenizer.decode(body.tokens))
-        return DetokenizeResponse(prompt=text)
 
-    def tokenizer_info(self) -> TokenizerInfo:
+        def work() -> str:
+            self._check_vocabulary(body.tokens, "tokens")
+            return self.tokenizer.decode(body.tokens)
+
+        return DetokenizeResponse(prompt=await self._tokenizing(work))
+
+    async def tokenizer_info(self) -> TokenizerInfo:
+        return await self._tokenizing(self._tokenizer_info)
+
+    def _tokenizer_info(self) -> TokenizerInfo:
         tok = self.tokenizer
         limit = getattr(tok, "model_max_length", None)
         return TokenizerInfo(tokenizer_class=type(tok).__name__, eos_token=tok.eos_token, bos_token=tok.bos_token,

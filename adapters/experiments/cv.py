@@ -49,6 +49,8 @@ class CVResult:
     results: list[FoldResult]
     # split -> metric -> {"mean", "sd", "values"}: sd is the sample standard deviation (ddof=1)
     summary: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # The adapter trained on every fold (--final): its "dev" metrics are on its own training rows,
+    # its "test" metrics on the held-out test split.
     final: FoldResult | None = None
     final_training: dict | None = None  # {"epochs": x} or {"max_steps": n}: how long the final trained
 

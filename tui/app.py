@@ -1,4 +1,5 @@
-"""The ``adapters tui`` application: Store, Train and Playground tabs over one adapter store.
+"""The ``adapters tui`` application: Store, Train (with its Sweeps) and Playground tabs over one
+adapter store.
 
 Only Textual, the store and the first tab's modules load before the first frame; the other tabs
 load just after it, and torch, transformers, pydantic and httpx load inside the workers that need
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +32,12 @@ from adapters_tui.widgets import Deferred
 if TYPE_CHECKING:
     from adapters_tui.playground_pane import PlaygroundPane
     from adapters_tui.store_pane import StorePane
+    from adapters_tui.sweep_view import SweepsView
     from adapters_tui.train_pane import TrainPane
 
 # Absolute paths: Textual resolves relative ones against the module of the (sub)class in use.
 STYLES = [Path(__file__).parent / name for name in
-          ("app.tcss", "store.tcss", "train.tcss", "playground.tcss", "modals.tcss")]
+          ("app.tcss", "store.tcss", "train.tcss", "sweeps.tcss", "playground.tcss", "modals.tcss")]
 TABS = ("store", "train", "playground")
 FIRST_FOCUS = {"store": "#adapters-table", "train": "#config-list", "playground": "#resident-table"}
 # The footer shows the tab keys as one item ("1 2 3 Tabs"); the help screen lists each.
@@ -73,6 +76,10 @@ PANE_COMMANDS = [
     ("Train: open run's version", "show the run's stored version", "train", "action_open_version", ()),
     ("Train: reload configs", "list the configs directory and the stored configs again", "train",
      "action_reload_configs", ()),
+    ("Sweeps: start a sweep", "adapters sweep from a config and a space file", "train", "sweeps.action_new_sweep",
+     ()),
+    ("Sweeps: open best in store", "show the selected sweep's best version", "train", "sweeps.action_open_best", ()),
+    ("Sweeps: cancel sweep", "interrupt the sweep started here", "train", "sweeps.action_cancel_sweep", ()),
     ("Playground: send", "send the input to every listed adapter", "playground", "action_send", ()),
     ("Playground: refresh resident adapters", "ask the runtime again", "playground", "action_refresh_resident", ()),
     ("Playground: stop runtime", "stop the engine or disconnect", "playground", "stop_backend", ()),
@@ -183,6 +190,12 @@ class AdaptersApp(App):
             # yet (it is Deferred): focus it once it is there, instead of leaving the tab bar focused.
             self.set_timer(0.05, lambda: self._focus_pane(tab, tries - 1))
 
+    def show_sweeps(self) -> None:
+        """The Train tab's Sweeps view."""
+        for train in self.query("#train-pane"):
+            train.query_one("#train-tabs", TabbedContent).active = "train-sweeps"
+        self.action_show_tab("train")
+
     def action_leave_field(self) -> None:
         """Focus the active tab's main widget (a table or list), where the tab's keys act."""
         tab = str(self.query_one("#tabs", TabbedContent).active)
@@ -193,6 +206,11 @@ class AdaptersApp(App):
     def on_store_pane_retrain(self, message: StorePane.Retrain) -> None:
         self.action_show_tab("train")
         self.train.retrain(message.version)
+
+    def on_sweeps_view_open_in_store(self, message: SweepsView.OpenInStore) -> None:
+        self.action_show_tab("store")
+        self.store.select_ref(message.ref)
+        self.notify(message.note)
 
     def on_train_pane_version_ready(self, message: TrainPane.VersionReady) -> None:
         if message.jump:
@@ -224,6 +242,9 @@ class AdaptersApp(App):
                                                         ("escape", "leave a field; close a dialog"),
                                                         ("enter", "in a field: what its button does")])]
         sections += [(tab, keys(pane_class(tab).BINDINGS)) for tab in TABS]
+        from adapters_tui.sweep_view import SweepsView  # loaded with the Train tab
+
+        sections.insert(TABS.index("train") + 2, ("train: sweeps", keys(SweepsView.BINDINGS)))
         notes = [f"Store: {self.store_root}", f"Runs: {self.runs_dir}",
                  f"Configs: {self.configs_dir or 'none (no ./configs here; the Train tab lists stored versions)'}",
                  "Refs: name, name@3, name@alias, sha256:<prefix>; the playground passes any ref through."]
@@ -231,8 +252,9 @@ class AdaptersApp(App):
 
     def palette_commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         def call(tab: str, method: str, args: tuple) -> Callable[[], object]:
-            # Looked up when run: a tab's pane mounts only after the first frame.
-            return lambda: getattr(self.query_one(f"#{tab}-pane"), method)(*args)
+            # Looked up when run: a tab's pane mounts only after the first frame. A dotted method
+            # is one of a part of the pane (its sweeps view).
+            return lambda: attrgetter(method)(self.query_one(f"#{tab}-pane"))(*args)
 
         def go(tab: str) -> Callable[[], object]:
             return lambda: self.action_show_tab(tab)
@@ -241,13 +263,14 @@ class AdaptersApp(App):
             ("Go to Store", "adapters, versions, lineage", go("store")),
             ("Go to Train", "configs and runs", go("train")),
             ("Go to Playground", "engine, server, side-by-side", go("playground")),
+            ("Go to Sweeps", "sweeps, their trials and the objective plot (in Train)", self.show_sweeps),
             *[(title, help_text, call(tab, method, args)) for title, help_text, tab, method, args in PANE_COMMANDS],
             ("Help: keys", "every key binding", self.action_help),
         ]
 
     async def action_quit(self) -> None:
         trains = self.query("#train-pane")
-        running = [p for p in trains.first().processes.values() if p.running] if trains else []
+        running = trains.first().running() if trains else []
         if not running:
             self.exit()
             return
@@ -257,6 +280,6 @@ class AdaptersApp(App):
                 self.train.cancel_all()
                 self.exit()
 
-        self.push_screen(ConfirmModal(f"{len(running)} training run(s) still going.",
+        self.push_screen(ConfirmModal(f"{len(running)} training run(s) or sweep(s) still going.",
                                       "Quitting interrupts them (their logs say 'cancelled').",
                                       confirm="Quit", danger=True), answer)

@@ -1,6 +1,7 @@
 """The Train screen: pick a config (or retrain a stored version), edit it, launch ``adapters
 train`` as a subprocess, and watch every run under the store's runs directory (those started from
-the CLI too) through their JSONL event logs."""
+the CLI too) through their JSONL event logs; its Sweeps tab shows and starts hyper-parameter
+sweeps (adapters_tui.sweep_view), whose trials are runs like any other."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from adapters_tui.formatting import age
 from adapters_tui.modals import ConfirmModal
 from adapters_tui.run_view import STATUS_STYLES, RunView
 from adapters_tui.runs import FINAL, Outcome, RunState, RunWatcher, TrainingProcess, new_run_dir, train_command
+from adapters_tui.sweep_view import SWEEP_POLL_S, SweepsView
 from adapters_tui.train_form import ConfigForm
 from adapters_tui.widgets import FitTable, ReportsWorkerErrors, fill_table
 
@@ -35,6 +37,7 @@ class TrainPane(ReportsWorkerErrors, Vertical):
     BINDINGS = [
         Binding("f", "show('train-launch')", "Form"),
         Binding("r", "show('train-runs')", "Runs"),
+        Binding("s", "show('train-sweeps')", "Sweeps"),
         Binding("ctrl+l", "launch", "Launch"),
         Binding("c", "cancel", "Cancel run"),
         Binding("o", "open_version", "Open in store"),
@@ -82,6 +85,8 @@ class TrainPane(ReportsWorkerErrors, Vertical):
             with TabPane("Runs", id="train-runs"):
                 yield FitTable(id="runs-table", cursor_type="row", zebra_stripes=True)
                 yield RunView(id="run-view")
+            with TabPane("Sweeps", id="train-sweeps"):
+                yield SweepsView(poll_interval=SWEEP_POLL_S if self.poll_interval > 0 else 0, id="sweeps-view")
 
     def on_mount(self) -> None:
         if not self.app.is_running:  # mounted (deferred) while the app shuts down: no children
@@ -105,9 +110,20 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         self.focus_main()
 
     def focus_main(self) -> None:
-        """The config list on the Form tab, the runs table on the Runs tab."""
-        on_form = self.query_one("#train-tabs", TabbedContent).active == "train-launch"
-        self.query_one("#config-list" if on_form else "#runs-table").focus()
+        """The config list on the Form tab, the runs table on the Runs tab, the sweeps on Sweeps."""
+        active = self.query_one("#train-tabs", TabbedContent).active
+        if active == "train-sweeps":
+            self.sweeps.focus_main()
+            return
+        self.query_one("#config-list" if active == "train-launch" else "#runs-table").focus()
+
+    @property
+    def sweeps(self) -> SweepsView:
+        return self.query_one(SweepsView)
+
+    def running(self) -> list:
+        """The trainings and sweeps started here that are still going."""
+        return [p for p in [*self.processes.values(), *self.sweeps.processes] if p.running]
 
     # ---- configs ----------------------------------------------------------------------------------
     def action_reload_configs(self) -> None:
@@ -340,9 +356,11 @@ class TrainPane(ReportsWorkerErrors, Vertical):
         self.post_message(self.VersionReady(run.ref, jump=True))
 
     def cancel_all(self) -> None:
-        """Interrupt every training this TUI started (on quit)."""
+        """Interrupt every training and sweep this TUI started (on quit)."""
         for process in self.processes.values():
             process.cancel(grace_s=3.0)
+        for view in self.query(SweepsView):
+            view.cancel_all()
 
     def on_unmount(self) -> None:
         # However the app ends, no training it started outlives it unseen.

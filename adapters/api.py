@@ -27,7 +27,8 @@ def _as_config(config: TrainConfig | dict | str | Path, overrides: list[str] | N
 def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | None = None,
           output: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, callback: Callable[[dict], None] | None = None, store: bool = True,
-          store_root: str | Path | None = None, lineage: dict | Callable[[dict], dict] | None = None):
+          store_root: str | Path | None = None, lineage: dict | Callable[[dict], dict] | None = None,
+          distillation=None):
     """Train an adapter from a config (a TrainConfig, a mapping, or a YAML path).
 
     The result is stored as a new version of ``config.name`` (unless ``store=False``) and returned
@@ -39,7 +40,8 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
     run-log event as it happens (``{"event": "step", "step": 10, "loss": ...}``, ``"eval"`` with
     its split and metrics, ``"end"``), the same dicts as the lines of ``events.jsonl``.
     ``lineage``: entries added to the adapter's lineage (``{"sweep": {...}}``), or a function of
-    the run's metrics (``{"dev": ..., "test": ...}``) that returns them."""
+    the run's metrics (``{"dev": ..., "test": ...}``) that returns them. ``distillation``: a
+    ``training.trainer.Distillation`` to train on a teacher's soft labels (see ``distill``)."""
     cfg = _as_config(config, overrides)
     _check_before_loading(cfg, output)
 
@@ -63,7 +65,7 @@ def train(config: TrainConfig | dict | str | Path, *, overrides: list[str] | Non
         console = Console()
         progress = console.is_terminal or console.is_jupyter
     trainer = Trainer(cfg, output, run_dir, resume=resume, progress=progress, init_from=init_from,
-                      parent=parent, callback=callback, lineage=lineage)
+                      parent=parent, callback=callback, lineage=lineage, distillation=distillation)
     if not store:
         return trainer.run()
 

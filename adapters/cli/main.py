@@ -46,13 +46,14 @@ def _register_commands() -> None:
     from importlib.metadata import entry_points
 
     from adapters.cli import cv as cli_cv
+    from adapters.cli import distill as cli_distill
     from adapters.cli import doctor
     from adapters.cli import merge as cli_merge
     from adapters.cli import serve as server_cli
     from adapters.cli import store as cli_store
     from adapters.cli import sweep as cli_sweep
     from adapters.cli import train as cli_train
-    for module in (cli_train, cli_store, cli_merge, doctor, server_cli, cli_sweep, cli_cv):
+    for module in (cli_train, cli_store, cli_merge, doctor, server_cli, cli_sweep, cli_cv, cli_distill):
         module.register(app)
     for entry in entry_points(group=COMMAND_ENTRY_POINTS):
         entry.load()(app)

@@ -139,6 +139,8 @@ class Collator:
             else:
                 labels = [list(map(int, f["labels"])) for f in features]
                 batch["labels"] = torch.tensor(self._pad(labels, width, IGNORE_INDEX), dtype=torch.long)
+        if "teacher" in features[0]:  # a teacher's class probabilities per row (distillation)
+            batch["teacher"] = torch.tensor([list(map(float, f["teacher"])) for f in features], dtype=torch.float32)
         return batch
 
 

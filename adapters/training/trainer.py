@@ -6,6 +6,7 @@ writes a JSONL event log (start, step, eval, checkpoint, end) that the TUI and o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -179,21 +180,82 @@ def check_metric(cfg: TrainConfig) -> None:
                           f"set training.early_stopping.mode: {expected}")
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Train on a teacher's soft labels (Hinton et al., 2015, "Distilling the Knowledge in a
+    Neural Network"): the loss becomes ``distillation_loss`` instead of the model's own.
+
+    ``teacher`` gets the run's ``Splits`` once, before the student loads, and returns the teacher's
+    class probabilities (at temperature 1) for every row of the train split, in the order of
+    ``splits.label_names``; the trainer keeps them as a ``teacher`` column of the tokenized train
+    split. ``alpha`` weighs the soft term against the hard labels' cross-entropy."""
+
+    teacher: Callable[[D.Splits], list[list[float]]]
+    temperature: float = 1.0
+    alpha: float = 0.5
+
+
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, hard_loss: torch.Tensor,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * hard_loss``,
+    the KL averaged over the rows. ``teacher`` holds probabilities: their logs are the teacher's
+    logits up to a per-row constant, which softmax ignores, so this also fits an ensemble, whose
+    probabilities are a mixture with no logits of its own. T^2 keeps the soft term's gradients
+    on the scale of the hard term's whatever T is (Hinton et al., section 2)."""
+    t = float(temperature)
+    student = torch.log_softmax(logits.float() / t, dim=-1)
+    # clamp: a probability that underflowed to 0 would give log 0 = -inf; 1e-30 still rounds to 0 below.
+    target = torch.softmax(torch.log(teacher.float().clamp_min(1e-30)) / t, dim=-1)
+    kl = (torch.xlogy(target, target) - target * student).sum(-1).mean()
+    return alpha * t * t * kl + (1 - alpha) * hard_loss
+
+
+def step_loss(model, batch: dict, distillation: Distillation | None = None) -> torch.Tensor:
+    """The loss one training step minimises: the model's own on the hard labels, or, when the
+    batch carries the teacher's probabilities, the distillation loss built on it."""
+    if "teacher" not in batch:
+        return model(**batch).loss
+    out = model(**{k: v for k, v in batch.items() if k != "teacher"})
+    if distillation is None:
+        raise ValueError("a batch with a teacher column needs a Distillation (temperature, alpha)")
+    return distillation_loss(out.logits, batch["teacher"], out.loss, distillation.temperature, distillation.alpha)
+
+
+@contextlib.contextmanager
+def _random_state_kept():
+    """Run the block without moving the random generators set_seed seeded: a teacher's pass
+    (its model init) must not change the student's head init, dropout or shuffling."""
+    import numpy as np
+
+    saved = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(saved[0])
+    np.random.set_state(saved[1])
+
+
 class Trainer:
     """Holds one run's state so the loop below reads top to bottom."""
 
     def __init__(self, cfg: TrainConfig, output_dir: Path, run_dir: Path, resume: bool = False,
                  progress: bool = True, init_from: str | None = None, parent: str | None = None,
-                 callback=None, lineage: dict | Callable[[dict], dict] | None = None):
+                 callback=None, lineage: dict | Callable[[dict], dict] | None = None,
+                 distillation: Distillation | None = None):
         """``init_from``: the directory of the adapter to continue; ``parent``: how the lineage
         names it (its store ref; by default the directory's absolute path); ``lineage``: entries
-        the caller adds to the lineage, or a function of the run's metrics that returns them."""
+        the caller adds to the lineage, or a function of the run's metrics that returns them;
+        ``distillation``: train on a teacher's soft labels (classification only)."""
         self.cfg, self.output_dir, self.run_dir = cfg, Path(output_dir), Path(run_dir)
         self.resume, self.show_progress, self.init_from = resume, progress, init_from or cfg.init_from
         self.parent = parent or (str(Path(self.init_from).resolve()) if self.init_from else None)
         self.callback = callback  # gets every run-log event as it is written
         self.extra_lineage = lineage
+        self.distillation = distillation
         check_metric(cfg)
+        if distillation is not None and TASKS[cfg.task].labels != "row":
+            raise UsageError(f"distillation trains classifiers; this config's task is {cfg.task}",
+                             "distil into a classification config (task: classification)")
 
     # ---- setup -------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -215,6 +277,8 @@ class Trainer:
             check_parent_fits(parent, cfg, self.fingerprint, self.splits.label_names, shown)
         self.tokenizer = load_tokenizer(self.base, cfg.task)
         self.tokenized = B.tokenize(self.splits, self.tokenizer, cfg.data.max_length)
+        if self.distillation is not None:  # before the student loads: the two are never resident together
+            self.tokenized["train"] = self.tokenized["train"].add_column("teacher", self._teacher_targets())
         self.collator = B.Collator(self.tokenizer, cfg.task)
         model, heads = load_base_model(self.base, cfg.task, cfg.quant, self.plan, self.splits.label_names,
                                        config=model_config, pad_token_id=self.tokenizer.pad_token_id)
@@ -238,6 +302,15 @@ class Trainer:
         # accelerate, which would step it once per process on every step.
         self.scheduler = build_scheduler(optimizer, t, self.total_steps, self.steps_per_epoch)
         self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+
+    def _teacher_targets(self) -> list[list[float]]:
+        with _random_state_kept():
+            targets = [list(map(float, row)) for row in self.distillation.teacher(self.splits)]
+        rows, labels = len(self.tokenized["train"]), len(self.splits.label_names)
+        if len(targets) != rows or any(len(row) != labels for row in targets):
+            raise ValueError(f"the teacher gave {len(targets)} rows of probabilities for {rows} training rows "
+                             f"of {labels} labels")
+        return targets
 
     def _with_adapter(self, model, heads):
         if not self.init_from:
@@ -421,7 +494,7 @@ class Trainer:
         Returns the batch's loss."""
         model, max_norm = self.model, self.cfg.training.max_grad_norm
         with self.accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = step_loss(model, batch, self.distillation)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients and max_norm:
                 self.accelerator.clip_grad_norm_(model.parameters(), max_norm)

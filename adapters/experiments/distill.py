@@ -150,6 +150,12 @@ def label_with_teacher(cfg, teacher: TeacherPass, home: Path) -> Path:
     out = home / "distill" / key
     if (out / "train.jsonl").is_file():
         return out
+    train_texts = [str(t) for t in raw["train"][data.text_column]]
+    train_pairs = [str(p) for p in raw["train"][data.text_pair_column]] if data.text_pair_column else None
+    given = {max(p, key=p.get) for p in teacher.probabilities(train_texts, train_pairs)}
+    if len(given) < 2:  # a classifier cannot learn from one class: say so before writing anything
+        raise UsageError(f"teacher '{teacher.ref}' gives every row of {data.source} the label {sorted(given)}",
+                         "distil on labelled data, or on text where the teacher tells classes apart")
     staging = out.with_name(out.name + ".tmp")
     staging.mkdir(parents=True, exist_ok=True)
     for split, table in raw.items():

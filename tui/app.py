@@ -185,10 +185,21 @@ class AdaptersApp(App):
         panes = self.query(f"#{tab}-pane")
         if panes:
             panes.first().focus_main()
+            if tries > 0:
+                # A main widget not yet laid out (a busy machine) does not take the focus, which then
+                # stays on the tab bar or a container: look again shortly.
+                self.set_timer(0.05, lambda: self._refocus(tab, tries - 1))
         elif tries > 0:
             # A tab pressed within the first frames, or on a busy machine, may not have its pane
             # yet (it is Deferred): focus it once it is there, instead of leaving the tab bar focused.
             self.set_timer(0.05, lambda: self._focus_pane(tab, tries - 1))
+
+    def _refocus(self, tab: str, tries: int) -> None:
+        from textual.containers import VerticalScroll
+        from textual.widgets._tabbed_content import ContentTabs
+
+        if self.focused is None or isinstance(self.focused, (ContentTabs, VerticalScroll)):
+            self._focus_pane(tab, tries)
 
     def show_sweeps(self) -> None:
         """The Train tab's Sweeps view."""

@@ -288,21 +288,18 @@ class Outcome:
     hint: str | None
 
 
-class TrainingProcess:
-    """One ``adapters train`` child process: started, waited on (from a worker), cancelled."""
+class CliProcess:
+    """One ``adapters`` child process: started, waited on (from a worker), cancelled. In its own
+    process group, so a Ctrl+C meant for the terminal does not reach it, and a cancel reaches
+    whatever it started itself (a sweep's workers, say)."""
 
-    def __init__(self, command: list[str], run_dir: Path):
+    def __init__(self, command: list[str]):
         self.command = command
-        self.run_dir = Path(run_dir)
         self.process: subprocess.Popen | None = None
         self.cancelled = False
 
     def start(self) -> None:
-        # The run directory is the trainer's to create: one refused for bad input leaves none.
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # Its own process group: a Ctrl+C meant for the terminal does not reach the run, and a
-        # cancel reaches whatever the run itself started.
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=env,
                                         start_new_session=os.name == "posix")
@@ -315,33 +312,23 @@ class TrainingProcess:
         assert self.process is not None
         stdout, stderr = self.process.communicate()
         code = self.process.returncode
-        if code == 0:
-            result = None
+        if code == 0:  # with --json, the last line that is a JSON object is the command's result
             for line in reversed(stdout.strip().splitlines()):
                 try:
                     result = json.loads(line)
-                    break
                 except ValueError:
                     continue
-            return Outcome(code, result, None, None)
+                if isinstance(result, dict):
+                    return Outcome(code, result, None, None)
+            return Outcome(code, None, None, None)
         if self.cancelled:
             return Outcome(code, None, "cancelled", None)
         message, hint = parse_cli_error(stderr)
-        self._end_log("failed", message if code > 0 else f"killed by signal {-code}: {message}")
+        self._failed(message if code > 0 else f"killed by signal {-code}: {message}")
         return Outcome(code, None, message, hint)
 
-    def _end_log(self, status: str, error: str) -> None:
-        """A run that started (it has a log) but died before logging its ``end`` gets one, so the
-        log, and every reader of it, is final. A run refused for bad input has no log: none is made."""
-        path = self.run_dir / EVENTS_FILE
-        if not path.is_file():
-            return
-        events = read_events(path)
-        if events and events[-1].get("event") != "end":
-            RunLog(path).write("end", status=status, error=error)
-
     def cancel(self, grace_s: float = 10.0) -> None:
-        """Interrupt like Ctrl+C (the trainer logs ``end: cancelled``); kill if it lingers."""
+        """Interrupt like Ctrl+C (a run logs ``end: cancelled``); kill if it lingers."""
         if not self.running:
             return
         self.cancelled = True
@@ -352,11 +339,13 @@ class TrainingProcess:
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
             self.process.wait()
-            # Killed, it could not log its end; record it so the log (and every reader) is final.
-            events = read_events(self.run_dir / EVENTS_FILE)
-            if not events or events[-1].get("event") != "end":
-                RunLog(self.run_dir / EVENTS_FILE).write(
-                    "end", status="cancelled", error=f"killed: no answer to the interrupt within {grace_s:g} s")
+            self._killed(grace_s)
+
+    def _failed(self, error: str) -> None:
+        """Called when the process ended with an error (not cancelled)."""
+
+    def _killed(self, grace_s: float) -> None:
+        """Called when a cancel had to kill the process."""
 
     def _signal(self, signum: int) -> None:
         assert self.process is not None
@@ -367,3 +356,36 @@ class TrainingProcess:
                 self.process.send_signal(signum)
         except ProcessLookupError:  # it ended meanwhile
             pass
+
+
+class TrainingProcess(CliProcess):
+    """One ``adapters train`` child process; its run log is made final however it ends."""
+
+    def __init__(self, command: list[str], run_dir: Path):
+        super().__init__(command)
+        self.run_dir = Path(run_dir)
+
+    def start(self) -> None:
+        # The run directory is the trainer's to create: one refused for bad input leaves none.
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def _failed(self, error: str) -> None:
+        self._end_log("failed", error)
+
+    def _killed(self, grace_s: float) -> None:
+        # Killed, it could not log its end; record it so the log (and every reader) is final.
+        events = read_events(self.run_dir / EVENTS_FILE)
+        if not events or events[-1].get("event") != "end":
+            RunLog(self.run_dir / EVENTS_FILE).write(
+                "end", status="cancelled", error=f"killed: no answer to the interrupt within {grace_s:g} s")
+
+    def _end_log(self, status: str, error: str) -> None:
+        """A run that started (it has a log) but died before logging its ``end`` gets one, so the
+        log, and every reader of it, is final. A run refused for bad input has no log: none is made."""
+        path = self.run_dir / EVENTS_FILE
+        if not path.is_file():
+            return
+        events = read_events(path)
+        if events and events[-1].get("event") != "end":
+            RunLog(path).write("end", status=status, error=error)

@@ -342,15 +342,15 @@ class SweepsView(Vertical):
         if result is None or result.best is None or not result.best.ref:
             self.app.notify("This sweep has no finished trial (yet).", severity="warning")
             return
-        self._open_best(result.best.ref)
+        self._open_best(result.name, result.best.ref)
 
     @work(thread=True, group="sweeps-open", exit_on_error=False)
-    def _open_best(self, ref: str) -> None:
+    def _open_best(self, name: str, ref: str) -> None:
         """This sweep's best version; NAME@best is it unless a later sweep of the same name moved it."""
         from adapters_store import Store
         from adapters_store.errors import RefNotFound
 
-        alias = f"{ref.split('@')[0]}@best"
+        alias = f"{name}@best"
         with Store(self.app.store_root) as store:
             version = store.resolve(ref)
             try:

@@ -8,15 +8,12 @@ as the Train tab names runs, so the same words and colours mean the same thing."
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters_tui.runs import Outcome, parse_cli_error
+from adapters_tui.runs import CliProcess, Outcome
 
 if TYPE_CHECKING:
     from adapters.experiments.sweep import SweepResult, TrialRow
@@ -39,13 +36,6 @@ class SweepsSnapshot:
     pruners: tuple[str, ...] = ()
 
 
-def sweeps_db(store_root: Path) -> Path:
-    from adapters.experiments.sweep import SWEEPS_DB
-    from adapters.training.runs import home
-
-    return home(store_root) / SWEEPS_DB
-
-
 def read_sweeps(store_root: Path, sweep_id: str | None) -> SweepsSnapshot:
     """The sweeps in the store's default storage and ``sweep_id``'s trials (else the newest
     sweep's). A store with no sweeps database yet has no sweeps: it is not created by looking."""
@@ -53,17 +43,14 @@ def read_sweeps(store_root: Path, sweep_id: str | None) -> SweepsSnapshot:
     from adapters.experiments import sweep as S
 
     pruners = tuple(S.PRUNERS)
-    if not sweeps_db(store_root).is_file():
-        return SweepsSnapshot([], pruners=pruners)
-    url = S.default_storage(store_root)
     # list_sweeps answers in the order the studies were made: the newest is what one looks at.
-    sweeps = list(reversed(S.list_sweeps(url)))
+    sweeps = list(reversed(S.list_sweeps(store_root=store_root)))
     ids = [sid for sid, _ in sweeps]
     wanted = sweep_id if sweep_id in ids else (ids[0] if ids else None)
     if wanted is None:
         return SweepsSnapshot(sweeps, pruners=pruners)
     try:
-        return SweepsSnapshot(sweeps, S.load_sweep(wanted, url), pruners=pruners)
+        return SweepsSnapshot(sweeps, S.load_sweep(wanted, store_root=store_root), pruners=pruners)
     except UsageError as exc:  # removed between the list and the load
         return SweepsSnapshot(sweeps, error=exc.message, pruners=pruners)
 
@@ -160,64 +147,17 @@ def sweep_command(request: SweepRequest, store_root: Path | None) -> list[str]:
     return cmd + ["--quiet", "--json"]
 
 
-class SweepProcess:
-    """One ``adapters sweep`` child process: started, waited on (from a worker), cancelled. Its
-    trials log their runs like any training; the sweep itself has no log but its study."""
+class SweepProcess(CliProcess):
+    """One ``adapters sweep`` child process. Its trials log their runs like any training; the
+    sweep itself has no log but its study."""
 
     def __init__(self, command: list[str], known: set[str]):
-        self.command = command
+        super().__init__(command)
         self.known = set(known)  # the sweeps there were before it started: a new one is its own
         self.sweep_id: str | None = None
-        self.process: subprocess.Popen | None = None
-        self.cancelled = False
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # Its own process group, as for training: a cancel reaches the trials' workers too.
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env,
-                                        start_new_session=os.name == "posix")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def wait(self) -> Outcome:
-        import json
-
-        assert self.process is not None
-        stdout, stderr = self.process.communicate()
-        code = self.process.returncode
-        if code == 0:
-            for line in reversed(stdout.strip().splitlines()):
-                try:
-                    result = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(result, dict):
-                    self.sweep_id = result.get("id") or self.sweep_id
-                    return Outcome(code, result, None, None)
-            return Outcome(code, None, None, None)
-        if self.cancelled:
-            return Outcome(code, None, "cancelled", None)
-        message, hint = parse_cli_error(stderr)
-        return Outcome(code, None, message if code > 0 else f"killed by signal {-code}: {message}", hint)
-
-    def cancel(self, grace_s: float = 10.0) -> None:
-        """Interrupt like Ctrl+C (the running trial's log says "cancelled"); kill if it lingers."""
-        if not self.running:
-            return
-        self.cancelled = True
-        assert self.process is not None
-        for signum in ((signal.SIGINT, signal.SIGKILL) if os.name == "posix" else (signal.SIGTERM,)):
-            try:
-                if os.name == "posix":
-                    os.killpg(self.process.pid, signum)
-                else:
-                    self.process.send_signal(signum)
-                self.process.wait(grace_s)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        outcome = super().wait()
+        if outcome.result:
+            self.sweep_id = outcome.result.get("id") or self.sweep_id
+        return outcome

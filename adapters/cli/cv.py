@@ -49,7 +49,7 @@ def cv(
     if as_json:
         print(json.dumps(result.to_json(), default=str))
         return
-    task = _task(config, overrides)
+    task = result.task
     for split in ("dev", "test"):
         if split in result.summary:
             console.print(summary_table(result, split, COLUMNS.get(task, ())))
@@ -59,12 +59,6 @@ def cv(
         shown = "  ".join(f"{k} {test[k]:.4f}" for k in COLUMNS.get(task, ()) if k in test)
         console.print(f"final adapter ({length}): [bold]{result.final.ref}[/]" + (f"  test: {shown}" if shown else ""))
     console.print(f"cv id: {result.cv_id}")
-
-
-def _task(config: Path, overrides: list[str]) -> str:
-    from adapters.api import _as_config
-
-    return _as_config(config, overrides).task
 
 
 def summary_table(result, split: str, preferred: tuple[str, ...]):

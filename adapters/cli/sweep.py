@@ -49,9 +49,10 @@ def sweep(
             rows = S.list_sweeps(storage, store)
             if as_json:
                 print(json.dumps([{"id": sid, "trials": n} for sid, n in rows]))
-            elif not rows:
+                return
+            if not rows:
                 console.print("no sweeps yet: start one with `adapters sweep CONFIG --space SPACE.yaml`")
-            for sid, n in rows if not as_json else ():
+            for sid, n in rows:
                 console.print(f"{sid}  {n} trial(s)")
             return
         _show(S.load_sweep(sweep_id, storage, store), as_json)
@@ -64,7 +65,7 @@ def sweep(
 
     cfg = _as_config(Path(config), list(set_))
     params, raw = S.read_space(space, cfg)
-    S.objective_metric(cfg, metric)  # a wrong metric fails now, not after the first trial
+    objective, _ = S.objective_metric(cfg, metric)  # a wrong metric fails now, not after the first trial
     S.make_pruner(pruner)
 
     def show_trial(row: S.TrialRow) -> None:
@@ -78,7 +79,7 @@ def sweep(
     if workers > 1:
         from adapters.training.runs import home
 
-        sid = S.sweep_id(cfg, raw, S.objective_metric(cfg, metric)[0])
+        sid = S.sweep_id(cfg, raw, objective)
         argv = ["--trials", str(trials), "--pruner", pruner, "--storage", storage or S.default_storage(store)]
         for flag, value in (("--timeout", timeout), ("--metric", metric), ("--patience", patience),
                             ("--store", store)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ class FoldResult:
 class CVResult:
     cv_id: str
     name: str
+    task: str
     folds: int
     results: list[FoldResult]
     # split -> metric -> {"mean", "sd", "values"}: sd is the sample standard deviation (ddof=1)
@@ -113,14 +113,11 @@ def _stored_folds(name: str, cid: str, store_root) -> dict:
     return found
 
 
-def _best_epochs(cfg: TrainConfig, metrics: dict, lineage: dict) -> float | None:
+def _best_epochs(metrics: dict) -> float | None:
     """The best step as epochs of the fold's own training rows (the final has more rows per
     epoch, so epochs carry over where steps would not)."""
-    best, train_rows = metrics.get("best_step"), (lineage.get("data") or {}).get("sizes", {}).get("train")
-    if not best or not train_rows:
-        return None
-    t = cfg.training
-    return best / math.ceil(train_rows / t.batch_size / t.gradient_accumulation)
+    best, per_epoch = metrics.get("best_step"), metrics.get("steps_per_epoch")
+    return best / per_epoch if best and per_epoch else None
 
 
 def cross_validate(config: TrainConfig | dict | str | Path, folds: int, *, overrides: list[str] | None = None,
@@ -146,16 +143,16 @@ def cross_validate(config: TrainConfig | dict | str | Path, folds: int, *, overr
         if version is not None:
             metrics = version.lineage.get("metrics") or version.metrics
             result = FoldResult(i, version.ref, version.digest, version.run_id, metrics, reused=True,
-                                best_epochs=_best_epochs(fold_cfg, metrics, version.lineage))
+                                best_epochs=_best_epochs(metrics))
         else:
             trained = train_one(fold_cfg, store=store, store_root=store_root, progress=progress, callback=callback,
                                 lineage={"cv": {"id": cid, "fold": i, "folds": folds}})
             result = FoldResult(i, trained.ref, trained.digest, trained.run_id, trained.metrics,
-                                best_epochs=_best_epochs(fold_cfg, trained.metrics, trained.lineage))
+                                best_epochs=_best_epochs(trained.metrics))
         results.append(result)
         if on_fold:
             on_fold(result)
-    out = CVResult(cid, cfg.name, folds, results, summarize([r.metrics for r in results]))
+    out = CVResult(cid, cfg.name, cfg.task, folds, results, summarize([r.metrics for r in results]))
     if final:
         out.final_training = _final_training(cfg, results)
         out.final = _train_final(cfg, folds, cid, out, stored.get("all"), train_one, store=store,

@@ -129,22 +129,15 @@ class TeacherPass:
         return [[row[label] for label in splits.label_names] for row in rows]
 
 
-def _label_column_missing(cfg) -> bool:
-    from adapters.data.sources import read_source
-
-    raw, _ = read_source(cfg.data.source, cfg.data.subset)
-    table = raw["train"]
-    columns = table.column_names if not isinstance(table, dict) else list(table)
-    return cfg.data.label_column not in columns
+def _columns(table) -> list[str]:
+    return table.column_names if not isinstance(table, dict) else list(table)
 
 
-def label_with_teacher(cfg, teacher: TeacherPass, home: Path) -> Path:
-    """A copy of the unlabelled data with the teacher's argmax as the label column: a directory of
-    train (and dev/test, where the source has them) JSON-lines files, keyed by data and teacher."""
-    from adapters.data.sources import read_source
-
+def label_with_teacher(cfg, teacher: TeacherPass, home: Path, raw: dict, sha: str) -> Path:
+    """A copy of the unlabelled data (``raw``, as ``read_source`` read it, ``sha`` its digest) with
+    the teacher's argmax as the label column: a directory of train (and dev/test, where the source
+    has them) JSON-lines files, keyed by data and teacher."""
     data = cfg.data
-    raw, sha = read_source(data.source, data.subset)
     key = hashlib.sha256(json.dumps([sha, teacher.ref, data.text_column, data.text_pair_column,
                                      data.label_column]).encode()).hexdigest()[:16]
     out = home / "distill" / key
@@ -177,7 +170,7 @@ def distill(config, *, teacher: str, temperature: float = 2.0, alpha: float = 0.
     """Train the student ``config`` on ``teacher``'s soft labels and store it; returns the
     ``TrainResult``. Its lineage's ``distill`` entry names the teacher (each member's ref, pinned
     version and digest, weight), the temperature, alpha and where the hard labels came from."""
-    from adapters.api import _as_config
+    from adapters.api import _as_config, _check_before_loading
     from adapters.api import train as run_training
     from adapters.training.runs import home
     from adapters.training.trainer import Distillation
@@ -187,13 +180,17 @@ def distill(config, *, teacher: str, temperature: float = 2.0, alpha: float = 0.
     if cfg.task != "classification":
         raise UsageError(f"distillation trains classifiers; the student config's task is {cfg.task}",
                          "use a classification config for the student (task: classification)")
+    _check_before_loading(cfg, train_kwargs.get("output"))  # before the teacher's pass, not after it
     members, metas, pinned = resolve_teacher(teacher, store_root)
     teacher_pass = TeacherPass(pinned, metas[0], cfg.device, cfg.compute_dtype, store_root)
+    from adapters.data.sources import read_source
+
     hard = "data"
-    if _label_column_missing(cfg):
+    raw, sha = read_source(cfg.data.source, cfg.data.subset)
+    if cfg.data.label_column not in _columns(raw["train"]):
         if cfg.data.labels is not None:
             check_labels(metas[0].labels, list(cfg.data.labels), teacher)
-        source = str(label_with_teacher(cfg, teacher_pass, home(store_root)))
+        source = str(label_with_teacher(cfg, teacher_pass, home(store_root), raw, sha))
         hard = "teacher"
         cfg = _as_config(cfg, [f"data.source={source}"])
     lineage = {"distill": {

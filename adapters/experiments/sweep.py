@@ -144,11 +144,10 @@ def sweep_id(config: TrainConfig, space: dict, metric: str) -> str:
 
 
 def default_storage(store_root: Path | None = None) -> str:
+    """SQLite in the store's home (made by ``run_sweep``; reading a home without one finds no sweep)."""
     from adapters.training.runs import home
 
-    root = home(store_root)
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / SWEEPS_DB}"
+    return f"sqlite:///{home(store_root) / SWEEPS_DB}"
 
 
 def _storage(url: str):
@@ -217,6 +216,7 @@ class TrialRow:
 @dataclass
 class SweepResult:
     id: str
+    name: str  # the config's name: each finished trial is a version of it
     metric: str
     direction: str
     storage: str
@@ -258,9 +258,12 @@ def run_sweep(config: TrainConfig, space: list[Param], space_raw: dict, trials: 
     import optuna
 
     import adapters
+    from adapters.training.runs import home
 
     metric, direction = objective_metric(config, metric)
     sid = sweep_id(config, space_raw, metric)
+    if storage is None:
+        home(store_root).mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(store_root)
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
     study = optuna.create_study(study_name=sid, storage=_storage(url), sampler=sampler, pruner=make_pruner(pruner),
@@ -346,7 +349,8 @@ def summarize(study, url: str) -> SweepResult:
 
     rows = [_row(t) for t in study.get_trials(deepcopy=False)]
     complete = [r for r in rows if r.state == "COMPLETE"]
-    result = SweepResult(study.study_name, study.user_attrs.get("metric", "?"),
+    result = SweepResult(study.study_name, (study.user_attrs.get("config") or {}).get("name", "?"),
+                         study.user_attrs.get("metric", "?"),
                          "minimize" if study.direction == optuna.study.StudyDirection.MINIMIZE else "maximize",
                          _shown(url), rows)
     if complete:
@@ -363,6 +367,8 @@ def load_sweep(sid: str, storage: str | None = None, store_root: Path | None = N
     import optuna
 
     url = storage or default_storage(store_root)
+    if storage is None and not _default_exists(store_root):
+        raise UsageError(f"no sweep '{sid}': the store has no sweeps yet", "start one with `adapters sweep`")
     engine = _storage(url)
     try:
         study = optuna.load_study(study_name=sid, storage=engine)
@@ -377,8 +383,16 @@ def list_sweeps(storage: str | None = None, store_root: Path | None = None) -> l
     """(id, number of trials) of every sweep in the storage."""
     import optuna
 
+    if storage is None and not _default_exists(store_root):
+        return []
     return [(s.study_name, s.n_trials) for s in optuna.get_all_study_summaries(_storage(storage or default_storage(
         store_root)))]
+
+
+def _default_exists(store_root: Path | None) -> bool:
+    from adapters.training.runs import home
+
+    return (home(store_root) / SWEEPS_DB).is_file()
 
 
 def spawn_worker(config: TrainConfig, space_raw: dict, argv: list[str], workdir: Path,

@@ -206,7 +206,7 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, hard_loss: to
     student = torch.log_softmax(logits.float() / t, dim=-1)
     # clamp: a probability that underflowed to 0 would give log 0 = -inf; 1e-30 still rounds to 0 below.
     target = torch.softmax(torch.log(teacher.float().clamp_min(1e-30)) / t, dim=-1)
-    kl = (torch.xlogy(target, target) - target * student).sum(-1).mean()
+    kl = torch.nn.functional.kl_div(student, target, reduction="batchmean")
     return alpha * t * t * kl + (1 - alpha) * hard_loss
 
 
@@ -535,7 +535,8 @@ class Trainer:
         dev = self._evaluate("dev")
         test = self._evaluate("test") if len(self.tokenized["test"]) else {}
         log.write("eval", split="test", step=state.step, metrics=_headline(test))
-        metrics = {"dev": dev, "test": test, "best_step": state.best_step, "steps": state.step}
+        metrics = {"dev": dev, "test": test, "best_step": state.best_step, "steps": state.step,
+                   "steps_per_epoch": self.steps_per_epoch}
         lineage = self.lineage(run_id, metrics)
         save_adapter(unwrapped, self.output_dir, lineage)
         return TrainResult(self.cfg.name, run_id, self.output_dir, self.run_dir, metrics, lineage=lineage)

@@ -14,7 +14,8 @@ Heavy libraries load on first use, so ``import adapters`` stays fast.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["train", "load", "merge", "Engine", "TrainConfig", "load_config", "AdaptersError"]
+__all__ = ["train", "load", "merge", "cross_validate", "distill", "Engine", "TrainConfig", "load_config",
+           "AdaptersError"]
 
 import logging
 
@@ -28,7 +29,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def __getattr__(name: str):
-    if name in ("train", "load", "merge"):
+    if name in ("train", "load", "merge", "cross_validate", "distill"):
         from adapters import api
         return getattr(api, name)
     if name == "Engine":

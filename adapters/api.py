@@ -96,6 +96,19 @@ def cross_validate(config: TrainConfig | dict | str | Path, folds: int = 5, *, o
                resume=resume, progress=progress, callback=callback)
 
 
+def distill(config: TrainConfig | dict | str | Path, *, teacher: str, temperature: float = 2.0, alpha: float = 0.5,
+            overrides: list[str] | None = None, store_root: str | Path | None = None, **train_kwargs):
+    """Train the student ``config`` on the soft labels of ``teacher`` (a classification ref, a
+    directory, or ``ensemble:a@1+b@2``) and store it: loss = alpha · T² · KL(teacher_T ‖ student_T)
+    + (1 - alpha) · cross-entropy on the hard labels, which come from the data or, where the data
+    has no label column, from the teacher's argmax. Returns the ``TrainResult``; its lineage's
+    ``distill`` entry pins the teacher. ``train_kwargs`` go to ``train`` (``output``, ``progress`` …)."""
+    from adapters.experiments.distill import distill as _distill
+
+    return _distill(config, teacher=teacher, temperature=temperature, alpha=alpha, overrides=overrides,
+                    store_root=store_root, **train_kwargs)
+
+
 def _check_before_loading(cfg: TrainConfig, output: str | Path | None) -> None:
     """The mistakes found in milliseconds, before torch and the base load: a data file or a local
     base that is not there, a base name that is a near miss of a built-in one, an output directory

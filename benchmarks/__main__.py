@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python -m benchmarks [NAME ...] [--quick]``.
 
-NAME is one of memory, throughput, quality, store, combine, serving, tui, cpu, lmeval, sweep.
+NAME is one of memory, throughput, quality, store, combine, serving, tui, cpu, lmeval, sweep, cv, distill.
 
 With no names, every benchmark runs. Each prints a table and writes benchmarks/results/<name>.json;
 a summary of every goal is printed at the end (exit status 0 either way: goals are reported, not
@@ -17,7 +17,8 @@ import traceback
 
 from benchmarks import common as C
 
-NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui", "cpu", "lmeval", "sweep")
+NAMES = ("memory", "throughput", "quality", "store", "combine", "serving", "tui", "cpu", "lmeval", "sweep", "cv",
+         "distill")
 
 
 def _available() -> list[str]:
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     C.apply_env()
     C.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     info = C.machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; torch threads per run: "
+    print(f"machine: {info['cpu']} ({', '.join(info['cpu_features'])}), {info['cores']} cores, "
+          f"{info['memory_gib']} GiB; torch threads per run: "
           f"{C.THREADS}; load {info['load_avg_1m']}", flush=True)
     goals: dict[str, dict] = {}
     failed = []

@@ -148,8 +148,8 @@ class TrainingConfig(Strict):
     lr_scheduler: SchedulerConfig = SchedulerConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     max_grad_norm: float | None = Field(1.0, gt=0)
-    # "epoch" or a number of optimizer steps between evaluations.
-    eval_every: Literal["epoch"] | int = "epoch"
+    # "epoch", a number of optimizer steps between evaluations, or "end": once, after the last step.
+    eval_every: Literal["epoch", "end"] | int = "epoch"
     early_stopping: EarlyStoppingConfig | None = None
     seed: int = 42
     gradient_checkpointing: bool = False
@@ -158,6 +158,16 @@ class TrainingConfig(Strict):
     log_every: int = Field(10, ge=1)
 
     _named_scheduler = field_validator("lr_scheduler", "optimizer", mode="before")(_named)
+
+    @field_validator("eval_every", mode="before")
+    @classmethod
+    def _eval_every(cls, value: Any) -> Any:
+        # One message for the three spellings, not one per branch of the union.
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value in ("epoch", "end") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"eval_every is 'epoch', 'end' or a number of optimizer steps >= 1, got {value!r}")
 
 
 class TrainConfig(Strict):

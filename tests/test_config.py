@@ -75,3 +75,17 @@ def test_bad_values_are_explained():
     with pytest.raises(ConfigError) as err:
         validate({"name": "bad/name", "base": "b", "quant": "3bit", "data": {"source": "a.csv"}})
     assert "'name'" in err.value.message and "'quant'" in err.value.message
+
+
+@pytest.mark.parametrize("value, expected", [("epoch", "epoch"), ("end", "end"), (5, 5), ("5", 5)])
+def test_eval_every_takes_epoch_end_or_steps(value, expected):
+    cfg = validate({"name": "x", "base": "b", "data": {"source": "a.csv"}, "training": {"eval_every": value}})
+    assert cfg.training.eval_every == expected
+
+
+@pytest.mark.parametrize("value", [0, -3, "ends", True, 2.5])
+def test_a_bad_eval_every_is_one_clear_message(value):
+    with pytest.raises(ConfigError) as err:
+        validate({"name": "x", "base": "b", "data": {"source": "a.csv"}, "training": {"eval_every": value}})
+    assert err.value.message.count("eval_every") == 2  # the key once, the rule once: not one line per type
+    assert "'epoch', 'end' or a number of optimizer steps >= 1" in err.value.message

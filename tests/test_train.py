@@ -232,3 +232,12 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_bert, sentiment_csv):
     accumulated = adapters.train(tiny_config(tiny_bert, sentiment_csv,
                                              training={"batch_size": 8, "gradient_accumulation": 2}), store=False)
     assert accumulated.metrics["steps"] == -(-plain.metrics["steps"] // 2)
+
+
+@pytest.mark.parametrize("eval_every, steps", [("end", [5]), (2, [2, 4, 5])])
+def test_eval_every_end_evaluates_once_after_the_last_step(tiny_bert, keyword_csv, eval_every, steps):
+    cfg = tiny_config(tiny_bert, keyword_csv, data={"source": str(keyword_csv), **KEYWORD_DATA},
+                      training={"max_steps": 5, "eval_every": eval_every, "batch_size": 8, "seed": 0})
+    result = adapters.train(cfg, store=False)
+    assert [e["step"] for e in _events(result) if e["event"] == "eval" and e["split"] == "dev"] == steps
+    assert result.metrics["steps"] == 5

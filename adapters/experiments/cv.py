@@ -25,8 +25,6 @@ from adapters.config import TrainConfig, load_config
 from adapters.errors import ConfigError
 
 SPLITS = ("dev", "test")
-# One evaluation, at the last step: the final adapter has no held-out rows to pick a best step on.
-_NEVER = 10**12
 
 
 @dataclass
@@ -178,7 +176,8 @@ def _train_final(cfg: TrainConfig, folds: int, cid: str, cv: CVResult, version, 
         metrics = version.lineage.get("metrics") or version.metrics
         return FoldResult("all", version.ref, version.digest, version.run_id, metrics, reused=True)
     sets = [f"training.{k}={v}" for k, v in length.items()]
-    final_cfg = fold_config(cfg, folds, "all", [*sets, "training.early_stopping=null", f"training.eval_every={_NEVER}"])
+    # One evaluation, after the last step: the final adapter has no held-out rows to pick a step on.
+    final_cfg = fold_config(cfg, folds, "all", [*sets, "training.early_stopping=null", "training.eval_every=end"])
     dev_mean = {k: v["mean"] for k, v in cv.summary.get("dev", {}).items()}
     trained = train_one(final_cfg, lineage={"cv": {"id": cid, "fold": "all", "folds": folds, "final": True,
                                                    **length, "folds_refs": [r.ref for r in cv.results],

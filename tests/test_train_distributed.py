@@ -49,20 +49,25 @@ def _weights(adapter_dir) -> dict[str, torch.Tensor]:
     return load_file(str(adapter_dir / "adapter_model.safetensors"))
 
 
+def _torchrun(tmp_path, *args: str) -> list[dict]:
+    """``adapters ARGS --json`` in two gloo processes; the JSON reports printed."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+              str(_free_port()), "-m", "adapters", *args, "--json"]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
 @pytest.mark.timeout(600)
 def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(still_bert, sentiment_csv, tmp_path):
     single = adapters.train(_config(still_bert, sentiment_csv, 16), store_root=tmp_path / "one", progress=False)
 
     config = tmp_path / "dist.yaml"
     config.write_text(yaml.safe_dump(_config(still_bert, sentiment_csv, 8)))
-    env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-              str(_free_port()), "-m", "adapters", "train", str(config), "--store", str(tmp_path / "two"), "--json"]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=540)
-    assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 1, done.stdout  # one process reports for both
+    reports = _torchrun(tmp_path, "train", str(config), "--store", str(tmp_path / "two"))
+    assert len(reports) == 1  # one process reports for both
 
     with Store(tmp_path / "two") as store:
         assert [v.ref for v in store.list("dist")] == ["dist@1"] == [reports[0]["ref"]]
@@ -84,3 +89,27 @@ def test_two_processes_take_the_steps_of_one_with_the_same_global_batch(still_be
     for key in ours:
         assert torch.allclose(ours[key], theirs[key], atol=1e-5), key
     assert reports[0]["metrics"]["test"]["accuracy"] == pytest.approx(single.metrics["test"]["accuracy"])
+
+
+@pytest.mark.timeout(600)
+def test_distillation_across_processes_matches_one_process(still_bert, sentiment_csv, tmp_path):
+    """The teacher's probabilities (computed by the main process, handed to the other) reach both
+    processes' shares of every batch: the two end where one process with the same global batch
+    ends, with one stored student and one report."""
+    from adapters.experiments.distill import distill
+
+    store = tmp_path / "store"
+    teacher = adapters.train(_config(still_bert, sentiment_csv, 16) | {"name": "teacher"}, store_root=store,
+                             progress=False)
+    single = distill(_config(still_bert, sentiment_csv, 16), teacher=teacher.ref, alpha=0.8, store=False,
+                     store_root=store, output=tmp_path / "single", run_dir=tmp_path / "run-single", progress=False)
+    config = tmp_path / "student.yaml"
+    config.write_text(yaml.safe_dump(_config(still_bert, sentiment_csv, 8)))
+    reports = _torchrun(tmp_path, "distill", "--teacher", teacher.ref, "--config", str(config), "--alpha", "0.8",
+                        "--store", str(store))
+    assert len(reports) == 1 and reports[0]["distill"]["teacher"]["pinned"] == "teacher@1"
+    with Store(store) as s:
+        assert [v.ref for v in s.list("dist")] == ["dist@1"] == [reports[0]["ref"]]
+        ours, theirs = _weights(s.path("dist@1")), _weights(single.output_dir)
+    for key in theirs:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-5), key

@@ -184,13 +184,16 @@ def distill(config, *, teacher: str, temperature: float = 2.0, alpha: float = 0.
     members, metas, pinned = resolve_teacher(teacher, store_root)
     teacher_pass = TeacherPass(pinned, metas[0], cfg.device, cfg.compute_dtype, store_root)
     from adapters.data.sources import read_source
+    from adapters.training import distributed
 
     hard = "data"
     raw, sha = read_source(cfg.data.source, cfg.data.subset)
     if cfg.data.label_column not in _columns(raw["train"]):
         if cfg.data.labels is not None:
             check_labels(metas[0].labels, list(cfg.data.labels), teacher)
-        source = str(label_with_teacher(cfg, teacher_pass, home(store_root), raw, sha))
+        distributed.join(cfg.device)  # under a distributed launch the main process alone labels
+        source = str(distributed.on_main(lambda: label_with_teacher(cfg, teacher_pass, home(store_root), raw, sha)))
+        teacher_pass.release()
         hard = "teacher"
         cfg = _as_config(cfg, [f"data.source={source}"])
     lineage = {"distill": {

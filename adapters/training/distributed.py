@@ -9,6 +9,7 @@ writes the run log, checkpoints, saves and stores, and tells the others what the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -49,6 +50,25 @@ def from_main(value: T) -> T:
     from accelerate.utils import broadcast_object_list
 
     return broadcast_object_list([value], from_process=0)[0]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run by the main process alone, and its value, or the error it raised for the user,
+    on every process: for work that writes shared files, or that every process would repeat."""
+    if world_size() == 1:
+        return fn()
+    from adapters_store.errors import HintedError
+
+    value, error = None, None
+    if is_main():
+        try:
+            value = fn()
+        except HintedError as exc:  # the others raise it too, rather than wait for a value
+            error = exc
+    value, error = from_main((value, error))
+    if error is not None:
+        raise error
+    return value
 
 
 def shard(batch: list[int], size: int, index: int) -> list[int]:

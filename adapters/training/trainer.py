@@ -304,8 +304,11 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
 
     def _teacher_targets(self) -> list[list[float]]:
-        with _random_state_kept():
-            targets = [list(map(float, row)) for row in self.distillation.teacher(self.splits)]
+        def teacher() -> list[list[float]]:
+            with _random_state_kept():
+                return [list(map(float, row)) for row in self.distillation.teacher(self.splits)]
+
+        targets = distributed.on_main(teacher)  # one teacher pass, not one per process
         rows, labels = len(self.tokenized["train"]), len(self.splits.label_names)
         if len(targets) != rows or any(len(row) != labels for row in targets):
             raise ValueError(f"the teacher gave {len(targets)} rows of probabilities for {rows} training rows "

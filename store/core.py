@@ -34,6 +34,7 @@ from adapters_store import files as fs
 from adapters_store.errors import (
     AliasInUse,
     AlreadyStored,
+    DamagedIndex,
     InvalidMetadata,
     RefNotFound,
     StoreError,
@@ -127,7 +128,18 @@ class Store(Maintenance):
     def _connect(self) -> sqlite3.Connection:
         from adapters_store.schema import connect  # migrations serialise on SQLite's BEGIN IMMEDIATE
 
-        return connect(self.root / "store.db", durable=self.durable)
+        try:
+            return connect(self.root / "store.db", durable=self.durable)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> DamagedIndex:
+        return DamagedIndex(
+            f"the store's index {self.root / 'store.db'} cannot be read: {exc}",
+            hint=f"the adapters themselves are plain PEFT directories under {self.versions_dir}: restore "
+            "store.db from a backup, or move it aside and `adapters import` those directories into a new store")
 
     def close(self) -> None:
         """Close the index and drop this process's staging dir (also done at exit)."""
@@ -194,29 +206,39 @@ class Store(Maintenance):
         """File lock + BEGIN IMMEDIATE; commit on success. On any error (the COMMIT's included)
         roll back and run the ``undo`` callbacks while the lock is still held."""
         with self._locked(), self._mutex:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                for fn in reversed(undo or []):
-                    try:
-                        fn()
-                    except OSError:
-                        pass
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    for fn in reversed(undo or []):
+                        try:
+                            fn()
+                        except OSError:
+                            pass
+                    raise
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: not damage
+                    raise
+                raise self._damaged(exc) from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several SELECTs."""
         with self._mutex:
-            self._conn.execute("BEGIN")
             try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN")
+                try:
+                    yield self._conn
+                finally:
+                    self._conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: not damage
+                    raise
+                raise self._damaged(exc) from None
 
     def _staging(self) -> Path:
         """This process's private dir under tmp/, alive as long as its lock is held: the kernel

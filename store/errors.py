@@ -56,6 +56,12 @@ class IntegrityError(StoreError):
     """Stored bytes that no longer match their recorded sha256."""
 
 
+class DamagedIndex(StoreError):
+    """A store.db that SQLite cannot read (overwritten, truncated, not a database)."""
+
+    exit_code = 1  # not the command's fault: the same command works on a repaired store
+
+
 class AliasInUse(StoreError):
     """A version that still carries aliases, removed without ``force``."""
 

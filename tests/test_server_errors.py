@@ -167,3 +167,32 @@ def test_a_full_queue_is_503_and_the_server_recovers(served):
         assert "adapters_rejected_overloaded_total" in httpx.get(f"{url}/metrics").text
     finally:
         stop()
+
+
+def test_a_damaged_store_is_503_with_what_to_do_and_health_stays_up(tmp_path, tiny_llama):
+    """The request is not at fault when the server's own store index cannot be read: 503 (retry
+    once it is repaired), the message names the file and the way out, and the server lives on."""
+    from adapters.runtime import Engine
+    from adapters.server import create_app, store_resolver
+    from adapters_store import Store
+
+    root = tmp_path / "store"
+    Store(root).close()
+    engine = Engine(str(tiny_llama), quant="none", device="cpu", resolver=store_resolver(root))
+    app = create_app(engine, api_key=None, store_root=root, served_name="tiny-llama")
+    port, stop = serve_in_thread(app)
+    try:
+        (root / "store.db").write_bytes(b"\x00" * 100 + b"not a database" * 100)
+        url = f"http://127.0.0.1:{port}"
+        for path, body in (("/v1/completions", {"model": "chat-a@1", "prompt": "hi"}),
+                           ("/v1/classify", {"model": "chat-a", "input": "hi"})):
+            r = httpx.post(url + path, json=body, timeout=30)
+            assert_error(r, 503, "store_damaged")
+            assert "store.db" in r.json()["error"]["message"] and "adapters import" in r.json()["error"]["message"]
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        assert httpx.get(f"{url}/v1/models", timeout=30).status_code == 200  # what is resident, not the store
+        r = httpx.post(url + "/v1/completions", json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 2},
+                       timeout=30)
+        assert r.status_code == 200, r.text  # the bare base needs no store
+    finally:
+        stop()

@@ -455,3 +455,48 @@ def test_import_dir_api_reports_the_existing_version(store: Store, tmp_path: Pat
     assert err.value.version.ref == v.ref and v.ref in err.value.message
     assert store.import_dir(src, "sent", new_version=True).ref == "sent@2"
     assert [p.name for p in store.tmp.iterdir() if not p.name.startswith("w-")] == []
+
+
+# ---------------------------------------------------------------------------- a damaged index
+
+
+def _filled(tmp_path: Path) -> Path:
+    root = tmp_path / "damaged"
+    with Store(root) as s:
+        for i in range(40):  # enough rows for store.db to span many pages
+            s.import_dir(adapter(tmp_path, f"v{i}"), f"name-{i % 4}", lineage={"note": "x" * 500})
+    return root
+
+
+def _garbage_over_everything(db: Path) -> None:
+    db.write_bytes(os.urandom(4096))
+
+
+def _garbage_mid_file(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    data[4096:len(data) - 4096] = b"\xA5" * (len(data) - 8192)  # the header page intact, the rest not
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_garbage_over_everything, _garbage_mid_file], ids=["not-a-database", "malformed"])
+def test_a_damaged_index_is_a_clean_error_that_points_at_the_adapters(tmp_path: Path, damage):
+    from adapters_store.errors import DamagedIndex
+
+    root = _filled(tmp_path)
+    db = root / "store.db"
+    assert not (root / "store.db-wal").exists() or (root / "store.db-wal").stat().st_size == 0
+    damage(db)
+    with pytest.raises(DamagedIndex) as err:
+        with Store(root) as s:
+            s.list()
+    assert str(db) in err.value.message and str(root / "versions") in err.value.hint
+    proc = cli("list", "--store", str(root))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.stderr.startswith("error: the store's index") and "hint: " in proc.stderr
+
+    # What the hint says works: the version directories import into a new store, lineage kept.
+    with Store(tmp_path / "new") as s:
+        for path in sorted((root / "versions" / "name-1").iterdir(), key=lambda p: int(p.name)):
+            s.import_dir(path, "name-1")
+        assert [v.number for v in s.list("name-1")] == list(range(1, 11))
+        assert s.resolve("name-1@1").lineage["note"] == "x" * 500

@@ -71,6 +71,7 @@ def translate(exc: BaseException) -> APIError:
     from adapters.errors import BaseMismatchError, UsageError
     from adapters_store.errors import (
         AmbiguousRef,
+        DamagedIndex,
         IntegrityError,
         InvalidName,
         RefNotFound,
@@ -93,6 +94,8 @@ def translate(exc: BaseException) -> APIError:
         return not_found(message)
     if isinstance(exc, AmbiguousRef):
         return invalid(message, "ambiguous_ref", "model")
+    if isinstance(exc, DamagedIndex):  # the server's store, not the request: retry once it is repaired
+        return APIError(503, message, "server_error", "store_damaged")
     if isinstance(exc, IntegrityError):
         return APIError(500, redact(message), "server_error", "integrity_error")
     if isinstance(exc, OverflowError):  # a number in the request too large for the store's index

@@ -28,7 +28,8 @@ from pathlib import Path
 from benchmarks import bench_quality as Q
 from benchmarks import common as C
 
-TEACHER = ["base=smollm2-135m", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]", "training.seed=42"]
+TEACHER = ["name=rt-smollm2-lora", "base=smollm2-135m", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]",
+           "training.seed=42"]
 TEMPERATURE, ALPHA = 2.0, 0.5
 BATCH, RUNS = 32, 5
 KEEP = ("accuracy", "f1_macro")

@@ -75,25 +75,12 @@ BASE = "minilm-l6"
 WARMUP_STEPS = 2
 ENGINE_BATCH = 32
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
 
 
 def _overrides(steps: int) -> list[str]:
     return [f"training.max_steps={steps}", "training.log_every=1", "training.eval_every=1000000",
             "training.early_stopping=null", "data.max_eval_samples=32", "training.eval_batch_size=32",
             "training.gradient_checkpointing=false", "device=cpu"]
-
-
-def _cpu_flags() -> dict[str, bool]:
-    flags: set[str] = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {f: f in flags for f in FLAGS}
 
 
 def _cpu_facts() -> dict:
@@ -105,7 +92,7 @@ def _cpu_facts() -> dict:
 
     from adapters.base.device import plan_device
 
-    return {"flags": _cpu_flags(),
+    return {"flags": C.cpu_flags(),
             "bnb_has_avx512bf16": bool(has_avx512bf16()),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "auto_compute_dtype": str(plan_device("cpu").compute_dtype).replace("torch.", ""),
@@ -407,7 +394,8 @@ def run(quick: bool = False) -> dict:
     rows = 96 if quick else 320
     engine_repeats = 3 if quick else 6
     load_start = [round(x, 2) for x in os.getloadavg()]
-    print(f"  cpu flags: {' '.join(f for f, on in _cpu_flags().items() if on) or 'none of ' + ', '.join(FLAGS)}; "
+    on = " ".join(f for f, present in C.cpu_flags().items() if present) or "none of " + ", ".join(C.CPU_FLAGS)
+    print(f"  cpu flags: {on}; "
           f"load {'/'.join(map(str, load_start))}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
@@ -521,7 +509,7 @@ def _print(r: dict) -> None:
                      f"{s['labels_agree_fp32_unpacked']}/{e['rows']}",
                      f"{s['layers_repacked']}/{s['layers_4bit']}"])
     cpu = r["cpu"]
-    flags = " ".join(f for f, on in cpu["flags"].items() if on) or "none of " + ", ".join(FLAGS)
+    flags = " ".join(f for f, on in cpu["flags"].items() if on) or "none of " + ", ".join(C.CPU_FLAGS)
     goals = "; ".join(f"{k}: {v['value']} ({'met' if v['met'] else 'MISSED'})" for k, v in r["goals"].items())
     same_engine = max(s["max_abs_warmup_vs_last_pass"] for s in e["summary"].values())
     same_train = max(s["loss_repeat_spread"] for s in t["summary"].values())

@@ -114,20 +114,28 @@ def median_time(fn: Callable[[], Any], runs: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+# The CPU features that pick torch's and bitsandbytes' kernels.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
+
+
+def cpu_flags() -> dict[str, bool]:
+    flags: set[str] = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {f: f in flags for f in CPU_FLAGS}
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
@@ -138,8 +146,7 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1) if mem else None,
             "python": platform.python_version(), "platform": platform.platform(), "threads": THREADS,
             "load_avg_1m": round(os.getloadavg()[0], 2),
-            # the features that pick torch's and bitsandbytes' CPU kernels
-            "cpu_features": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})}
+            "cpu_features": [f for f, on in cpu_flags().items() if on]}
     try:
         from importlib.metadata import version
 

@@ -22,9 +22,9 @@ from support.config import tiny_config
 SPACE = {"training.learning_rate": [1e-3, 3e-2], "lora.r": [2, 4]}
 
 
-def _config(tiny_bert, sentiment_csv, name="swept"):
+def _config(tiny_bert, sentiment_csv, name="swept", epochs=2):
     return validate(tiny_config(tiny_bert, sentiment_csv, name=name, device="cpu",
-                                training={"epochs": 2, "batch_size": 32, "log_every": 4, "seed": 0,
+                                training={"epochs": epochs, "batch_size": 32, "log_every": 4, "seed": 0,
                                           "learning_rate": 5e-3}))
 
 
@@ -90,6 +90,19 @@ def test_pruned_trials_are_recorded_not_stored(tiny_bert, sentiment_csv, tmp_pat
         events = read_events(runs_dir(tmp_path) / row.run_id / "events.jsonl")
         assert events[-1]["event"] == "end" and events[-1]["status"] == "pruned"
         assert len([e for e in events if e["event"] == "eval" and e["split"] == "dev"]) == 1  # stopped at once
+
+
+def test_a_trial_is_never_pruned_at_its_last_evaluation(tiny_bert, sentiment_csv, tmp_path):
+    """One epoch, one evaluation: it ends the trial either way, so the same pruner lets it finish
+    and the adapter is stored."""
+    import optuna
+
+    cfg = _config(tiny_bert, sentiment_csv, name="short", epochs=1)
+    result = S.run_sweep(cfg, S.parse_space(SPACE, cfg), SPACE, 2, pruner=optuna.pruners.ThresholdPruner(lower=2.0),
+                         store_root=tmp_path)
+    assert [r.state for r in result.trials] == ["COMPLETE", "COMPLETE"]
+    with Store(tmp_path) as store:
+        assert [v.number for v in store.list("short")] == [1, 2]
 
 
 @pytest.mark.timeout(900)

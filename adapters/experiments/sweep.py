@@ -280,18 +280,22 @@ def run_sweep(config: TrainConfig, space: list[Param], space_raw: dict, trials: 
         run_dir = runs_dir(store_root) / new_run_id(cfg.name)
         trial.set_user_attr("run_id", run_dir.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        evals = [0]
+        run = {"evals": 0, "total_steps": None}
 
         def report(event: dict) -> None:
+            if event.get("event") == "start":
+                run["total_steps"] = event.get("total_steps")
             if event.get("event") != "eval" or event.get("split") != "dev":
                 return
             value = (event.get("metrics") or {}).get(metric)
             if value is None:
                 return
-            evals[0] += 1  # reported by evaluation number: trials of other batch sizes line up
-            trial.report(float(value), evals[0])
-            if trial.should_prune():
-                raise Pruned(f"trial {trial.number} pruned after {evals[0]} evaluation(s): {metric} {value:.4g}")
+            run["evals"] += 1  # reported by evaluation number: trials of other batch sizes line up
+            trial.report(float(value), run["evals"])
+            # The last evaluation ends the trial anyway: pruning there saves nothing and loses a
+            # finished adapter.
+            if event.get("step") != run["total_steps"] and trial.should_prune():
+                raise Pruned(f"trial {trial.number} pruned after {run['evals']} evaluation(s): {metric} {value:.4g}")
 
         def lineage(metrics: dict) -> dict:
             return {"sweep": {"id": sid, "trial": trial.number, "params": values,

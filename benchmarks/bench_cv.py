@@ -1,12 +1,12 @@
 """Cross-validation benchmark: ``adapters cv`` with 5 folds on the shipped 4-bit MiniLM LoRA
 (configs/rt-minilm-lora.yaml), Rotten Tomatoes.
 
-The pool is the 2000 training rows plus the whole dev split of bench_quality's data
-(``data.split.seed`` 42; the test split stays held out); each fold trains on 4/5 of the pool,
-selects its epoch on the fifth and is scored once on test. Reported: accuracy and macro-F1 on the
-fold's dev fifth and on test, per fold and as mean ± sample sd, and the wall time of the whole
-cross-validation. Beside it, the spread a single dev split hides: the same numbers are what
-bench_quality's three training seeds give on one fixed split.
+The pool is bench_quality's train and dev rows (``data.split.seed`` 42; the test split stays held
+out) capped at 2000 rows (``max_train_samples`` caps the pool before folding); each fold trains
+on 4/5 of it, selects its epoch on the other fifth and is scored once on the whole test split.
+Reported: accuracy and macro-F1 on each fold's dev fifth and on test, per fold and as mean ±
+sample sd, and the wall time of the whole cross-validation. The sd of the dev fifths is the
+spread that one fixed dev split hides.
 
     python -m benchmarks cv [--quick]
 """
@@ -37,7 +37,7 @@ def _cv(overrides: list[str], folds: int) -> dict:
         splits = ("dev", "test")
         return {"wall_s": wall, "cv_id": result.cv_id,
                 "summary": {split: {m: result.summary[split][m] for m in KEEP} for split in splits},
-                "folds": [{"fold": f.fold, **{split: {m: f.metrics[split][m] for m in KEEP} for split in splits}}
+                "per_fold": [{"fold": f.fold, **{split: {m: f.metrics[split][m] for m in KEEP} for split in splits}}
                           for f in result.results]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -57,7 +57,7 @@ def _print(r: dict) -> None:
         return f"{100 * stat['mean']:.1f} ± {100 * stat['sd']:.1f}"
 
     rows = [[f"fold {f['fold']}"] + [f"{100 * f[split][m]:.1f}" for split in ("dev", "test") for m in KEEP]
-            for f in r["folds"]]
+            for f in r["per_fold"]]
     rows.append(["mean ± sd"] + [pm(r["summary"][split][m]) for split in ("dev", "test") for m in KEEP])
     C.print_table(f"{r['folds']}-fold cross-validation, rt-minilm-lora (4-bit MiniLM), {r['wall_s']:.0f} s",
                   ["", "dev accuracy", "dev macro-F1", "test accuracy", "test macro-F1"], rows)

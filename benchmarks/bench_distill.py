@@ -99,14 +99,17 @@ def run(quick: bool = False) -> dict:
         teacher = C.in_subprocess("benchmarks.bench_distill:_teacher",
                                   {"store": str(store), "overrides": shared}, timeout=4 * 3600)["result"]
         print(f"  teacher {teacher['ref']}: test accuracy {teacher['test']['accuracy']:.4f}", flush=True)
+
+        def student(kind: str, seed: int) -> dict:
+            overrides = shared + [f"training.seed={seed}"]
+            if kind == "labels only":
+                return C.in_subprocess("benchmarks.bench_quality:_train",
+                                       {"config": str(Q.LORA), "overrides": overrides})
+            return C.in_subprocess("benchmarks.bench_distill:_student",
+                                   {"store": str(store), "teacher": teacher["ref"], "overrides": overrides})
+
         with ThreadPoolExecutor(2) as pool:
-            jobs = {(kind, seed): pool.submit(
-                        C.in_subprocess, *(("benchmarks.bench_quality:_train",
-                                            {"config": str(Q.LORA), "overrides": shared + [f"training.seed={seed}"]})
-                                           if kind == "labels only" else
-                                           ("benchmarks.bench_distill:_student",
-                                            {"store": str(store), "teacher": teacher["ref"],
-                                             "overrides": shared + [f"training.seed={seed}"]})))
+            jobs = {(kind, seed): pool.submit(student, kind, seed)
                     for seed in seeds for kind in ("labels only", "distilled")}
             runs = {key: job.result()["result"] for key, job in jobs.items()}
         students = {kind: {str(seed): runs[(kind, seed)] for seed in seeds} for kind in ("labels only", "distilled")}

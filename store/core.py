@@ -128,18 +128,23 @@ class Store(Maintenance):
     def _connect(self) -> sqlite3.Connection:
         from adapters_store.schema import connect  # migrations serialise on SQLite's BEGIN IMMEDIATE
 
-        try:
+        with self._index_errors():
             return connect(self.root / "store.db", durable=self.durable)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise
-            raise self._damaged(exc) from None
 
-    def _damaged(self, exc: sqlite3.DatabaseError) -> DamagedIndex:
-        return DamagedIndex(
-            f"the store's index {self.root / 'store.db'} cannot be read: {exc}",
-            hint=f"the adapters themselves are plain PEFT directories under {self.versions_dir}: restore "
-            "store.db from a backup, or move it aside and `adapters import` those directories into a new store")
+    @contextmanager
+    def _index_errors(self) -> Iterator[None]:
+        """A store.db SQLite cannot read ("file is not a database", "malformed") as a DamagedIndex
+        that says what to do; its subclasses (locked, constraint, ...) are not damage and pass."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise DamagedIndex(
+                f"the store's index {self.root / 'store.db'} cannot be read: {exc}",
+                hint=f"the adapters themselves are plain PEFT directories under {self.versions_dir}: restore "
+                "store.db from a backup, or move it aside and `adapters import` those directories into a new store",
+            ) from None
 
     def close(self) -> None:
         """Close the index and drop this process's staging dir (also done at exit)."""
@@ -205,40 +210,30 @@ class Store(Maintenance):
     def _write(self, undo: list | None = None) -> Iterator[sqlite3.Connection]:
         """File lock + BEGIN IMMEDIATE; commit on success. On any error (the COMMIT's included)
         roll back and run the ``undo`` callbacks while the lock is still held."""
-        with self._locked(), self._mutex:
+        with self._locked(), self._mutex, self._index_errors():
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    for fn in reversed(undo or []):
-                        try:
-                            fn()
-                        except OSError:
-                            pass
-                    raise
-            except sqlite3.DatabaseError as exc:
-                if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: not damage
-                    raise
-                raise self._damaged(exc) from None
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                for fn in reversed(undo or []):
+                    try:
+                        fn()
+                    except OSError:
+                        pass
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several SELECTs."""
-        with self._mutex:
+        with self._mutex, self._index_errors():
+            self._conn.execute("BEGIN")
             try:
-                self._conn.execute("BEGIN")
-                try:
-                    yield self._conn
-                finally:
-                    self._conn.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                if type(exc) is not sqlite3.DatabaseError:  # locked, constraint ...: not damage
-                    raise
-                raise self._damaged(exc) from None
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
 
     def _staging(self) -> Path:
         """This process's private dir under tmp/, alive as long as its lock is held: the kernel

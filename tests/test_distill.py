@@ -18,7 +18,7 @@ from adapters.cli.main import main
 from adapters_store import Store
 
 from support.config import tiny_config
-from support.runtime import reference_classify, train
+from support.runtime import reference_classify_all, train
 
 
 def test_distillation_loss_is_hintons():
@@ -66,8 +66,8 @@ def teachers(tmp_path_factory, tiny_bert, sentiment_csv):
         state = load_file(str(path))
         state[HEAD + "weight"] = state[HEAD + "weight"] * (3000.0 + 1000 * i)
         save_file(state, str(path), metadata={"format": "pt"})
-        margin = torch.tensor([(lambda p: math.log(p["rotten"] / p["fresh"]))(
-            reference_classify(path.parent, t, "none", compute_dtype="float32")) for t in reviews])
+        margin = torch.tensor([math.log(p["rotten"] / p["fresh"])
+                               for p in reference_classify_all(path.parent, reviews, "none", compute_dtype="float32")])
         state[HEAD + "bias"] = state[HEAD + "bias"] - torch.tensor([0.0, float(margin.median())])
         save_file(state, str(path), metadata={"format": "pt"})
     store = root / "store"
@@ -101,8 +101,9 @@ def test_soft_labels_are_the_ensembles_weighted_mean_of_plain_peft(teachers, sen
         assert [m.digest for m in members] == [s.resolve("teacher-a@1").digest, s.resolve("teacher-b@1").digest]
     sample = texts(sentiment_csv)[::30]
     got = TeacherPass(pinned, metas[0], "cpu", "float32", store).probabilities(sample)
-    for text, row in zip(sample, got):
-        a, b = (reference_classify(dirs[n], text, "none", compute_dtype="float32") for n in ("teacher-a", "teacher-b"))
+    a_all, b_all = (reference_classify_all(dirs[n], sample, "none", compute_dtype="float32")
+                    for n in ("teacher-a", "teacher-b"))
+    for row, a, b in zip(got, a_all, b_all):
         for label in a:
             assert row[label] == pytest.approx(0.7 * a[label] + 0.3 * b[label], abs=1e-5)
 
@@ -178,8 +179,8 @@ def test_unlabelled_text_is_labelled_by_the_teacher(teachers, tiny_bert, sentime
             row = json.loads(line)
             written[row["review"]] = row["sentiment"]
     assert set(written) == set(sample)
-    for text in sample[::20]:
-        probs = reference_classify(dirs["teacher-a"], text, "none", compute_dtype="float32")
+    for text, probs in zip(sample[::20], reference_classify_all(dirs["teacher-a"], sample[::20], "none",
+                                                                  compute_dtype="float32")):
         assert written[text] == max(probs, key=probs.get)
     assert len(set(written.values())) == 2
     with Store(store) as s:

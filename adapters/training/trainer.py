@@ -304,11 +304,9 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
 
     def _teacher_targets(self) -> list[list[float]]:
-        def teacher() -> list[list[float]]:
-            with _random_state_kept():
-                return [list(map(float, row)) for row in self.distillation.teacher(self.splits)]
-
-        targets = distributed.on_main(teacher)  # one teacher pass, not one per process
+        with _random_state_kept():  # one teacher pass, not one per process
+            targets = distributed.on_main(lambda: self.distillation.teacher(self.splits))
+        targets = [list(map(float, row)) for row in targets]
         rows, labels = len(self.tokenized["train"]), len(self.splits.label_names)
         if len(targets) != rows or any(len(row) != labels for row in targets):
             raise ValueError(f"the teacher gave {len(targets)} rows of probabilities for {rows} training rows "

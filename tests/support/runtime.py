@@ -124,12 +124,21 @@ def reference_generate(base: Path, adapter: Path | None, prompt: str, max_new_to
 
 def reference_classify(adapter: Path, text: str, quant: str, device: str = "cpu",
                        compute_dtype: str = "auto") -> dict[str, float]:
+    return reference_classify_all(adapter, [text], quant, device, compute_dtype)[0]
+
+
+def reference_classify_all(adapter: Path, texts: list[str], quant: str, device: str = "cpu",
+                           compute_dtype: str = "auto") -> list[dict[str, float]]:
+    """Plain peft's class probabilities, each text alone (no padding), the adapter loaded once."""
     import torch
 
     from adapters.inference import load
 
     loaded = load(None, adapter, quant=quant, device=device, compute_dtype=compute_dtype)
-    batch = loaded.tokenizer([text], truncation=True, return_tensors="pt").to(loaded.model.device)
-    with torch.no_grad():
-        probs = torch.softmax(loaded.model(**batch).logits.float(), -1)[0]
-    return {label: float(p) for label, p in zip(loaded.labels, probs)}
+    out = []
+    for text in texts:
+        batch = loaded.tokenizer([text], truncation=True, return_tensors="pt").to(loaded.model.device)
+        with torch.no_grad():
+            probs = torch.softmax(loaded.model(**batch).logits.float(), -1)[0]
+        out.append({label: float(p) for label, p in zip(loaded.labels, probs)})
+    return out

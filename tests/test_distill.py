@@ -131,11 +131,13 @@ def test_alpha_zero_trains_exactly_as_plain_training_and_lineage_pins_the_teache
     assert out["metrics"]["dev"]["loss"] == pytest.approx(plain.metrics["dev"]["loss"], abs=1e-6)
 
 
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_soft_labels_reach_the_loss_row_by_row(tiny_bert, sentiment_csv, tmp_path, shuffled):
+def test_soft_labels_reach_the_loss_row_by_row(tiny_bert, sentiment_csv, tmp_path, shuffled, compute_dtype):
     """A teacher whose probabilities are each row's own label, one-hot, at T = 1 and alpha = 1 makes
     the KL term exactly the cross-entropy: the weights must equal plain training's, through length
-    grouping and shuffling. The same labels given to the wrong rows must not."""
+    grouping and shuffling. The same labels given to the wrong rows must not. Both compute dtypes
+    run on every CPU: "auto" picks float32 on AVX2-only CPUs and bfloat16 on AVX512-BF16 ones."""
     from adapters.training.trainer import Distillation
 
     def one_hot(splits):
@@ -144,7 +146,7 @@ def test_soft_labels_reach_the_loss_row_by_row(tiny_bert, sentiment_csv, tmp_pat
             labels = labels[1:] + labels[:1]
         return [[1.0 if j == label else 0.0 for j in range(len(splits.label_names))] for label in labels]
 
-    config = student(tiny_bert, sentiment_csv, tmp_path)
+    config = student(tiny_bert, sentiment_csv, tmp_path, compute_dtype=compute_dtype)
     plain = adapters.train(config, output=tmp_path / "plain", run_dir=tmp_path / "run-plain", progress=False)
     taught = adapters.train(config, output=tmp_path / "taught", run_dir=tmp_path / "run-taught", progress=False,
                             distillation=Distillation(one_hot, temperature=1.0, alpha=1.0))
